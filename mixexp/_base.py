@@ -1,0 +1,736 @@
+"""Shared estimator logic of the mixtures of experts: parameters, EM loop.
+
+The public classes in ``_classes.py`` fill in what differs between
+regression and classification (targets, expert outputs, likelihoods,
+pooling); the numerics live in ``_em.py``, the gates in ``gating.py`` and the
+initial partitions in ``partition.py``.
+"""
+
+import copy
+import numbers
+import time
+import warnings
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn import get_config
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metadata_routing import (
+    MetadataRouter,
+    MethodMapping,
+    process_routing,
+)
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    has_fit_parameter,
+    validate_data,
+)
+
+from mixexp import _em
+from mixexp._utils import take_rows
+from mixexp.exceptions import CollapsedExpertWarning
+from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate, make_gate
+from mixexp.partition import initial_responsibilities, resolve_feature_groups
+
+# An expert whose share of the responsibility falls below this many rows'
+# worth of weight has collapsed: it explains nothing, and its M-step would
+# divide by (almost) zero. It is re-seeded on the rows the mixture explains
+# worst.
+_COLLAPSED_ROWS = 1e-3
+_MAX_RESEEDS_PER_EXPERT = 3
+
+
+@dataclass
+class _Solution:
+    """One EM run's fitted state, kept apart until the run wins."""
+
+    experts: list
+    gate: object
+    noise_variance: object
+    resp: np.ndarray
+    history: list = field(default_factory=list)
+    n_iter: int = 0
+    converged: bool = False
+    n_reseeds: np.ndarray = None
+
+    @property
+    def lower_bound(self):
+        return self.history[-1] if self.history else -np.inf
+
+
+class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta):
+    """Base class of the mixture-of-experts estimators (EM training)."""
+
+    _parameter_constraints: dict = {
+        "expert": [HasMethods(["fit", "predict"]), list, None],
+        "n_experts": [Interval(numbers.Integral, 1, None, closed="left")],
+        "gate": [
+            StrOptions({"softmax", "constant"}),
+            HasMethods(["fit", "predict_proba"]),
+        ],
+        "partition": [StrOptions({"kmeans", "gmm", "random"}), HasMethods(["fit"])],
+        "feature_groups": [list, tuple, None],
+        "training": [StrOptions({"em", "hard", "fixed"})],
+        "pooling": [StrOptions({"weighted", "argmax"})],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "n_jobs": [numbers.Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    @abstractmethod
+    def __init__(
+        self,
+        expert=None,
+        *,
+        n_experts=3,
+        gate="softmax",
+        partition="kmeans",
+        feature_groups=None,
+        training="em",
+        pooling="weighted",
+        max_iter=100,
+        tol=1e-4,
+        n_init=1,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        verbose=0,
+    ):
+        self.expert = expert
+        self.n_experts = n_experts
+        self.gate = gate
+        self.partition = partition
+        self.feature_groups = feature_groups
+        self.training = training
+        self.pooling = pooling
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_init = n_init
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------
+    # Hooks filled in by the regressor and the classifier.
+
+    @abstractmethod
+    def _default_expert(self):
+        """The expert used when ``expert=None``."""
+
+    @abstractmethod
+    def _check_expert(self, expert, name):
+        """Raise if `expert` lacks what this kind of mixture needs."""
+
+    @abstractmethod
+    def _validate_targets(self, y, reset):
+        """Targets for the likelihood and for the experts' fit, as a pair."""
+
+    @abstractmethod
+    def _expert_outputs(self, experts, X_parts):
+        """Per-expert outputs on X: predictions (n, m) or probabilities (n, C)."""
+
+    @abstractmethod
+    def _fit_noise(self, y, outputs, resp, sample_weight, floor):
+        """Noise variances (regression) or None (classification)."""
+
+    @abstractmethod
+    def _expert_log_likelihood(self, y, outputs, noise_variance):
+        """(n, K) log-likelihood of the observed targets under each expert."""
+
+    # ------------------------------------------------------------------
+    # Parameters resolved at fit time.
+
+    def _expert_templates(self):
+        """Unfitted expert templates, one per expert (not yet cloned)."""
+        if isinstance(self.expert, list):
+            if len(self.expert) == 0:
+                raise ValueError("expert is an empty list; give at least one expert.")
+            templates = list(self.expert)
+            for k, est in enumerate(templates):
+                if not (hasattr(est, "fit") and hasattr(est, "predict")):
+                    raise TypeError(
+                        f"expert[{k}]={est!r} is not an estimator: it needs fit and "
+                        "predict."
+                    )
+        else:
+            template = self._default_expert() if self.expert is None else self.expert
+            n_experts = (
+                len(self.feature_groups)
+                if self.feature_groups is not None
+                else self.n_experts
+            )
+            templates = [template] * n_experts
+        if self.feature_groups is not None and len(self.feature_groups) != len(
+            templates
+        ):
+            raise ValueError(
+                f"expert is a list of {len(templates)} estimators but feature_groups "
+                f"has {len(self.feature_groups)} groups; give one group per expert."
+            )
+        return templates
+
+    def _check_templates(self, templates, sample_weight_is_uniform):
+        for k, est in enumerate(templates):
+            name = f"expert[{k}]" if isinstance(self.expert, list) else "expert"
+            self._check_expert(est, name)
+            if _supports_sample_weight(est):
+                continue
+            if self.training == "em":
+                raise ValueError(
+                    f"{name}={est!r} does not accept sample_weight in fit, which soft "
+                    "EM needs to pass the responsibilities. Use training='hard' "
+                    "(each row goes to one expert) or an expert that takes "
+                    "sample_weight."
+                )
+            if not sample_weight_is_uniform:
+                raise ValueError(
+                    f"{name}={est!r} does not accept sample_weight in fit, so it "
+                    "cannot honour the sample_weight passed to fit."
+                )
+
+    # ------------------------------------------------------------------
+    # Fitting.
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        """Fit the experts and the gate by EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs. A pandas DataFrame keeps its column names, which
+            `feature_groups` may then use.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights. They multiply the responsibilities in
+            every expert's and the gate's fit, and weight the log-likelihood.
+        **fit_params : dict
+            Further fit parameters for the experts and the gate, routed by
+            their requests. Only with metadata routing enabled
+            (``sklearn.set_config(enable_metadata_routing=True)``).
+
+        Returns
+        -------
+        self : object
+            The fitted mixture.
+        """
+        state = dict(vars(self))
+        try:
+            return self._fit(X, y, sample_weight, fit_params)
+        except BaseException:
+            # Fit is atomic: a failed refit leaves the previous model intact.
+            vars(self).clear()
+            vars(self).update(state)
+            raise
+
+    def _fit(self, X, y, sample_weight, fit_params):
+        routed = self._route_fit_params(fit_params)
+        warm = self.warm_start and hasattr(self, "experts_")
+        previous_n_features = getattr(self, "n_features_in_", None)
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=True,
+            dtype=np.float64,
+            multi_output=True,
+            y_numeric=self._y_numeric,
+        )
+        if warm and X.shape[1] != previous_n_features:
+            raise ValueError(
+                f"warm_start=True continues the previous fit, which had "
+                f"{previous_n_features} features; X has {X.shape[1]}. Set "
+                "warm_start=False to start afresh."
+            )
+        y, y_fit = self._validate_targets(y, reset=True)
+        n_samples = X.shape[0]
+        sample_weight = _validate_sample_weight(sample_weight, X)
+
+        templates = self._expert_templates()
+        n_experts = len(templates)
+        if n_experts > n_samples:
+            raise ValueError(
+                f"n_experts={n_experts} must be <= n_samples={n_samples}: each "
+                "expert needs rows to learn from."
+            )
+        self._check_templates(templates, np.all(sample_weight == sample_weight[0]))
+        gate_template = make_gate(self.gate)
+
+        if self.feature_groups is None:
+            groups = None
+            X_parts = [X] * n_experts
+        else:
+            groups = resolve_feature_groups(
+                self.feature_groups,
+                X.shape[1],
+                getattr(self, "feature_names_in_", None),
+            )
+            X_parts = [X[:, g] for g in groups]
+
+        rng = check_random_state(self.random_state)
+        noise_floor = self._noise_floor(y, sample_weight)
+        context = _FitContext(
+            X=X,
+            y=y,
+            y_fit=y_fit,
+            X_parts=X_parts,
+            sample_weight=sample_weight,
+            noise_floor=noise_floor,
+            templates=templates,
+            routed=routed,
+        )
+
+        if warm:
+            solution = self._warm_solution(context)
+            best = self._run_em(context, solution, rng)
+        else:
+            best = None
+            for init in range(self.n_init):
+                if self.verbose:
+                    print(f"Initialization {init}")
+                solution = self._initial_solution(context, gate_template, rng)
+                solution = self._run_em(context, solution, rng)
+                if best is None or solution.lower_bound > best.lower_bound:
+                    best = solution
+
+        if not best.converged and self.training != "fixed":
+            warnings.warn(
+                f"The best of {1 if warm else self.n_init} EM run(s) did not "
+                f"converge in max_iter={self.max_iter} iterations (last change of "
+                f"the mean log-likelihood above tol={self.tol}). Increase max_iter "
+                "or tol, or try other initial partitions (n_init).",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        if np.any(best.n_reseeds > 0):
+            warnings.warn(
+                f"Experts {np.flatnonzero(best.n_reseeds).tolist()} collapsed (their "
+                "share of the responsibility fell to about zero) and were re-seeded "
+                "on the rows the mixture explained worst; n_reseeds_ counts the "
+                "re-seeds. Consider fewer experts.",
+                CollapsedExpertWarning,
+                stacklevel=2,
+            )
+
+        self.experts_ = best.experts
+        self.gate_ = best.gate
+        self.feature_groups_ = groups
+        self.n_experts_ = n_experts
+        self.n_iter_ = best.n_iter
+        self.converged_ = best.converged
+        self.lower_bound_ = best.lower_bound
+        self.lower_bounds_ = list(best.history)
+        self.expert_load_ = _em.expert_load(best.resp, sample_weight)
+        self.n_reseeds_ = best.n_reseeds
+        self._noise_variance = best.noise_variance
+        self._store_noise(best.noise_variance)
+        return self
+
+    def _noise_floor(self, y, sample_weight):
+        return None
+
+    def _store_noise(self, noise_variance):
+        pass
+
+    def _route_fit_params(self, fit_params):
+        """Split the extra fit parameters between the experts and the gate."""
+        n_templates = len(self.expert) if isinstance(self.expert, list) else 1
+        if not get_config().get("enable_metadata_routing", False):
+            if fit_params:
+                raise ValueError(
+                    f"{type(self).__name__}.fit got unexpected arguments "
+                    f"{sorted(fit_params)}. Extra fit parameters reach the experts "
+                    "and the gate only through metadata routing: call "
+                    "sklearn.set_config(enable_metadata_routing=True) and set their "
+                    "requests (for example expert.set_fit_request(...))."
+                )
+            return {"experts": [{}] * n_templates, "gate": {}}
+        routed = process_routing(self, "fit", **fit_params)
+        if isinstance(self.expert, list):
+            experts = [routed[f"expert_{k}"].fit for k in range(n_templates)]
+        else:
+            experts = [routed["expert"].fit]
+        gate = routed["gate"].fit if _routed_gate(self.gate) is not None else {}
+        return {"experts": experts, "gate": gate}
+
+    def _expert_params(self, context, k):
+        params = context.routed["experts"]
+        return params[k] if len(params) > 1 else params[0]
+
+    def _initial_solution(self, context, gate_template, rng):
+        """Responsibilities from the partition and a fresh gate."""
+        n_experts = len(context.templates)
+        resp = initial_responsibilities(
+            context.X, self.partition, n_experts, context.sample_weight, rng
+        )
+        resp = _em.soften(resp) if self.training == "em" else _em.harden(resp)
+        gate = clone(gate_template)
+        if isinstance(gate, SoftmaxGate):
+            gate.set_params(warm_start=True)
+        return _Solution(
+            experts=None,
+            gate=gate,
+            noise_variance=None,
+            resp=resp,
+            n_reseeds=np.zeros(n_experts, dtype=int),
+        )
+
+    def _warm_solution(self, context):
+        """Responsibilities of the previous model on the new data (warm start)."""
+        gate = copy.deepcopy(self.gate_)
+        outputs = self._expert_outputs(self.experts_, context.X_parts)
+        noise = self._noise_variance
+        log_lik = self._expert_log_likelihood(context.y, outputs, noise)
+        log_resp, _ = _em.e_step(gate._predict_log_proba(context.X), log_lik)
+        resp = np.exp(log_resp)
+        if self.training != "em":
+            resp = _em.harden(resp)
+        return _Solution(
+            experts=self.experts_,
+            gate=gate,
+            noise_variance=noise,
+            resp=resp,
+            n_reseeds=np.zeros(len(context.templates), dtype=int),
+        )
+
+    def _run_em(self, context, solution, rng):
+        """Alternate M- and E-steps from `solution.resp` until convergence."""
+        n_experts = len(context.templates)
+        seeds = rng.randint(np.iinfo(np.int32).max, size=n_experts)
+        w = context.sample_weight
+        resp = self._reseed_collapsed(solution, solution.resp, None, context)
+        max_iter = 1 if self.training == "fixed" else self.max_iter
+        start = time.perf_counter()
+        for n_iter in range(1, max_iter + 1):
+            experts = self._fit_experts(context, resp, seeds, solution.experts)
+            outputs = self._expert_outputs(experts, context.X_parts)
+            noise = self._fit_noise(context.y, outputs, resp, w, context.noise_floor)
+            gate = solution.gate
+            with warnings.catch_warnings():
+                # A capped gate fit is a generalised EM step, not a failure.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gate._fit(context.X, resp, w, warn=False, **context.routed["gate"])
+            log_lik = self._expert_log_likelihood(context.y, outputs, noise)
+            log_resp, log_prob = _em.e_step(gate._predict_log_proba(context.X), log_lik)
+            objective = _em.mean_log_likelihood(log_prob, w) - gate.penalty_ / w.sum()
+
+            previous = solution.history[-1] if solution.history else None
+            solution.history.append(objective)
+            solution.experts, solution.noise_variance = experts, noise
+            solution.n_iter = n_iter
+            new_resp = np.exp(log_resp)
+            if self.training == "hard":
+                new_resp = _em.harden(new_resp)
+            if self.verbose >= 2:
+                change = np.nan if previous is None else objective - previous
+                lapse = time.perf_counter() - start
+                print(
+                    f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t "
+                    f"objective change {change:.5g}"
+                )
+            unchanged = self.training == "hard" and np.array_equal(new_resp, resp)
+            if (previous is not None and abs(objective - previous) < self.tol) or (
+                unchanged
+            ):
+                solution.converged = True
+            if self.training == "fixed":
+                solution.converged = True
+                break
+            reseeded = self._reseed_collapsed(solution, new_resp, log_prob, context)
+            if reseeded is not new_resp:
+                solution.converged = False
+            resp = reseeded
+            if solution.converged:
+                break
+        solution.resp = resp
+        if self.verbose:
+            state = "converged" if solution.converged else "did not converge"
+            lapse = time.perf_counter() - start
+            print(
+                f"Initialization {state}. time lapse {lapse:.5f}s\t "
+                f"objective {solution.lower_bound:.5f}"
+            )
+        return solution
+
+    def _reseed_collapsed(self, solution, resp, log_prob, context):
+        """Give collapsed experts the rows the mixture explains worst."""
+        w = context.sample_weight
+        held = w @ resp / w.mean()
+        collapsed = np.flatnonzero(
+            (held < _COLLAPSED_ROWS) & (solution.n_reseeds < _MAX_RESEEDS_PER_EXPERT)
+        )
+        if collapsed.size == 0:
+            return resp
+        n_samples, n_experts = resp.shape
+        resp = resp.copy()
+        # Rows ranked from worst explained: by the mixture's log-likelihood when
+        # there is one, else by how spread their responsibilities are.
+        score = log_prob if log_prob is not None else resp.max(axis=1)
+        order = np.argsort(score, kind="stable")
+        share = max(1, n_samples // n_experts)
+        taken = np.zeros(n_samples, dtype=bool)
+        owners = np.argmax(resp, axis=1)
+        for k in collapsed:
+            rows = [i for i in order if not taken[i] and _owner_can_spare(owners, i)]
+            rows = np.array(rows[:share], dtype=int)
+            if rows.size == 0:
+                continue
+            taken[rows] = True
+            owners[rows] = k
+            one_hot = np.zeros((rows.size, n_experts))
+            one_hot[:, k] = 1.0
+            resp[rows] = one_hot if self.training != "em" else _em.soften(one_hot)
+            solution.n_reseeds[k] += 1
+        return resp
+
+    def _fit_experts(self, context, resp, seeds, previous):
+        """M-step for the experts: each fitted on its weighted (or own) rows."""
+        w = context.sample_weight
+        hard = self.training != "em"
+        jobs = []
+        for k, template in enumerate(context.templates):
+            weights = w * resp[:, k]
+            rows = np.flatnonzero(weights > 0) if hard else None
+            if hard and rows.size == 0:
+                jobs.append(None)  # keeps the previous fit (the gate gives it ~0)
+                continue
+            jobs.append(
+                delayed(_fit_expert)(
+                    self,
+                    k,
+                    template,
+                    context.X_parts[k],
+                    context.y_fit,
+                    weights,
+                    rows,
+                    self._expert_params(context, k),
+                    seeds[k],
+                )
+            )
+        todo = [job for job in jobs if job is not None]
+        fitted = iter(Parallel(n_jobs=self.n_jobs, prefer="threads")(todo))
+        experts = []
+        for k, job in enumerate(jobs):
+            if job is not None:
+                experts.append(next(fitted))
+            elif previous is not None:
+                experts.append(previous[k])
+            else:
+                raise ValueError(
+                    f"Expert {k} received no rows in the initial partition; use "
+                    "fewer experts or another partition."
+                )
+        return experts
+
+    def _fit_one(self, estimator, X, y, sample_weight, params):
+        """Fit one expert clone; the classifier overrides it for one-class rows."""
+        _fit_weighted(estimator, X, y, sample_weight, params)
+        return estimator
+
+    # ------------------------------------------------------------------
+    # Prediction helpers.
+
+    def _check_predict_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
+    def _X_parts(self, X):
+        if self.feature_groups_ is None:
+            return [X] * self.n_experts_
+        return [X[:, g] for g in self.feature_groups_]
+
+    def _pooling_weights(self, X):
+        """Per-row weights of each expert in the pooled prediction."""
+        gate = np.exp(self.gate_._predict_log_proba(X))
+        if self.pooling == "argmax":
+            return _em.harden(gate)
+        return gate
+
+    def predict_gate(self, X):
+        """Gate probabilities: how much each expert is trusted on each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts_)
+            Rows sum to 1.
+        """
+        X = self._check_predict_X(X)
+        return np.exp(self.gate_._predict_log_proba(X))
+
+    def log_likelihood(self, X, y):
+        """Per-row log-likelihood ``log p(y | x)`` of the fitted mixture.
+
+        Natural logarithm. Its weighted mean over the training data is
+        `lower_bound_` (less the gate's penalty, if any).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=False,
+            dtype=np.float64,
+            multi_output=True,
+            y_numeric=self._y_numeric,
+        )
+        y, _ = self._validate_targets(y, reset=False)
+        outputs = self._expert_outputs(self.experts_, self._X_parts(X))
+        log_lik = self._expert_log_likelihood(y, outputs, self._noise_variance)
+        return _em.e_step(self.gate_._predict_log_proba(X), log_lik)[1]
+
+    # ------------------------------------------------------------------
+    # scikit-learn integration.
+
+    def get_metadata_routing(self):
+        """Metadata routing of this mixture: to the experts and the gate.
+
+        ``sample_weight`` is consumed by the mixture itself: it always reaches
+        the experts and the gate multiplied by the responsibilities. Other
+        fit parameters reach the experts and a classifier gate that request
+        them.
+
+        Returns
+        -------
+        routing : MetadataRouter
+        """
+        router = MetadataRouter(owner=self.__class__.__name__).add_self_request(self)
+        mapping = MethodMapping().add(caller="fit", callee="fit")
+        if isinstance(self.expert, list):
+            for k, est in enumerate(self.expert):
+                router.add(**{f"expert_{k}": est}, method_mapping=mapping)
+        else:
+            expert = self._default_expert() if self.expert is None else self.expert
+            router.add(expert=expert, method_mapping=mapping)
+        if _routed_gate(self.gate) is not None:
+            router.add(gate=_routed_gate(self.gate), method_mapping=mapping)
+        return router
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+@dataclass
+class _FitContext:
+    """The validated inputs every EM step needs (one per call to fit)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    y_fit: np.ndarray
+    X_parts: list
+    sample_weight: np.ndarray
+    noise_floor: object
+    templates: list
+    routed: dict
+
+
+def _validate_sample_weight(sample_weight, X):
+    sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+    if np.any(sample_weight < 0):
+        raise ValueError("sample_weight must be non-negative.")
+    if not sample_weight.sum() > 0:
+        raise ValueError("sample_weight sums to zero: at least one row needs weight.")
+    return sample_weight
+
+
+def _routed_gate(gate):
+    """The classifier inside the gate that metadata is routed to, if any."""
+    if isinstance(gate, ClassifierGate):
+        return gate.estimator
+    if isinstance(gate, (str, SoftmaxGate, ConstantGate)):
+        return None
+    return gate
+
+
+def _owner_can_spare(owners, i):
+    """A row may move to a collapsed expert unless it is its owner's last."""
+    return np.count_nonzero(owners == owners[i]) > 1
+
+
+def _supports_sample_weight(estimator):
+    if isinstance(estimator, Pipeline):
+        return _supports_sample_weight(estimator.steps[-1][1])
+    return has_fit_parameter(estimator, "sample_weight")
+
+
+def _fit_weighted(estimator, X, y, sample_weight, params):
+    """``fit`` with the row weights, wherever the estimator takes them."""
+    if sample_weight is None:
+        return estimator.fit(X, y, **params)
+    if isinstance(estimator, Pipeline) and not has_fit_parameter(
+        estimator, "sample_weight"
+    ):
+        last = estimator.steps[-1][0]
+        if get_config().get("enable_metadata_routing", False):
+            return estimator.fit(X, y, sample_weight=sample_weight, **params)
+        return estimator.fit(
+            X, y, **{f"{last}__sample_weight": sample_weight}, **params
+        )
+    return estimator.fit(X, y, sample_weight=sample_weight, **params)
+
+
+def _set_random_states(estimator, seed):
+    """Seed every unset ``random_state`` of an estimator (and its children)."""
+    to_set = {
+        key: int(seed)
+        for key, value in estimator.get_params(deep=True).items()
+        if (key == "random_state" or key.endswith("__random_state"))
+        and (value is None or isinstance(value, np.random.RandomState))
+    }
+    if to_set:
+        estimator.set_params(**to_set)
+
+
+def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
+    """Fit a clone of expert `k` on its rows and weights (runs in a worker)."""
+    estimator = clone(template)
+    _set_random_states(estimator, seed)
+    n_samples = X.shape[0]
+    if rows is not None:
+        X, y = X[rows], y[rows]
+        weights = weights[rows]
+        params = {
+            key: take_rows(value, rows, n_samples) for key, value in params.items()
+        }
+        if np.all(weights == weights[0]):
+            weights = None
+    try:
+        return mixture._fit_one(estimator, X, y, weights, params)
+    except Exception as exc:
+        message = f"expert {k} ({type(template).__name__}) failed to fit: {exc}"
+        try:
+            raised = type(exc)(message)
+        except Exception:
+            raised = None
+        if raised is None:
+            exc.add_note(message)
+            raise
+        raise raised from exc

@@ -1,0 +1,533 @@
+"""The public estimators: mixture-of-experts regressor and classifier."""
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import get_tags
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+from mixexp import _em
+from mixexp._base import _BaseMixtureOfExperts, _fit_weighted
+
+_SHARED_PARAMETERS = """
+    expert : estimator or list of estimators, default=None
+        The template of every expert (cloned once per expert and EM step),
+        or a list of estimators, one per expert, whose length then sets the
+        number of experts. ``None`` means {default_expert}. Under soft EM
+        (``training="em"``) an expert must accept ``sample_weight`` in
+        ``fit``; a :class:`~sklearn.pipeline.Pipeline` passes it to its last
+        step.
+
+    n_experts : int, default=3
+        Number of experts. Ignored when `expert` is a list or
+        `feature_groups` is set: their length sets it.
+
+    gate : {{"softmax", "constant"}} or estimator, default="softmax"
+        The model of which expert to trust for an input:
+
+        - ``"softmax"``: multinomial logistic regression on the inputs,
+          fitted on the responsibilities (:class:`~mixexp.gating.SoftmaxGate`
+          with ``alpha=1e-3``; pass an instance to change ``alpha``;
+          ``SoftmaxGate(alpha=0.0)`` is the unpenalised maximum-likelihood
+          gate);
+        - ``"constant"``: mixing proportions that do not depend on the input
+          (:class:`~mixexp.gating.ConstantGate`), the classic finite mixture;
+        - any classifier with ``predict_proba`` whose ``fit`` takes
+          ``sample_weight``, fitted on the soft responsibilities
+          (:class:`~mixexp.gating.ClassifierGate`).
+
+    partition : {{"kmeans", "gmm", "random"}} or clusterer, default="kmeans"
+        The initial subtasks: k-means clusters of the standardised inputs,
+        the posterior of a Gaussian mixture on them, random
+        responsibilities, or any clusterer instance (its ``n_clusters`` or
+        ``n_components`` is set to the number of experts). Under soft EM a
+        hard partition is softened (80% of a row's weight on its cluster).
+
+    feature_groups : list of column selections, default=None
+        One selection per expert: integer indices, column names (when `X` is
+        a DataFrame) or a boolean mask. Expert ``k`` then sees only its
+        columns; the gate sees all of them. Groups may overlap.
+
+    training : {{"em", "hard", "fixed"}}, default="em"
+        ``"em"``: soft EM, each expert fitted on all rows weighted by its
+        responsibilities. ``"hard"``: classification EM, each row given to its
+        most responsible expert (works for experts without
+        ``sample_weight``). ``"fixed"``: keep the initial partition, fit each
+        expert on its cluster and the gate to the partition, no EM (the
+        divide-and-conquer baseline).
+
+    pooling : {{"weighted", "argmax"}}, default="weighted"
+        How predictions combine the experts: the gate-weighted sum of their
+        outputs, or the output of the most trusted expert alone.
+
+    max_iter : int, default=100
+        Maximum number of EM iterations per initialisation.
+
+    tol : float, default=1e-4
+        EM stops when the mean log-likelihood (per unit of sample weight)
+        changes by less than `tol` between iterations.
+
+    n_init : int, default=1
+        Number of initial partitions tried; the run with the highest final
+        log-likelihood is kept.
+
+    warm_start : bool, default=False
+        If True, `fit` continues from the previous solution (its
+        responsibilities on the new data) instead of a new partition, and
+        `n_init` is ignored.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the partition and every expert's and gate's ``random_state``
+        that is left unset. Pass an int for reproducible results.
+
+    n_jobs : int, default=None
+        Number of experts fitted in parallel in each M-step (joblib, threads
+        preferred; ``joblib.parallel_config`` can send them to another
+        backend). ``None`` means 1 unless in a joblib context. The result
+        does not depend on it.
+
+    verbose : int, default=0
+        1 prints each initialisation and its outcome; 2 also prints every
+        EM iteration.
+"""
+
+_SHARED_ATTRIBUTES = """
+    experts_ : list of estimators
+        The fitted experts, in the order of the gate's outputs.
+
+    gate_ : SoftmaxGate, ConstantGate or ClassifierGate
+        The fitted gate.
+
+    n_experts_ : int
+        Number of experts.
+
+    feature_groups_ : list of ndarray of int or None
+        Column indices seen by each expert.
+
+    n_iter_ : int
+        EM iterations of the kept run.
+
+    converged_ : bool
+        Whether the kept run converged before `max_iter`.
+
+    lower_bound_ : float
+        The objective EM maximised, at the kept solution: the weighted mean
+        per-row log-likelihood of the training data, less the softmax
+        gate's L2 penalty divided by the total weight (no penalty with
+        ``alpha=0`` or a constant gate, where it is exactly the mean
+        log-likelihood). Soft EM never lowers it.
+
+    lower_bounds_ : list of float
+        `lower_bound_` after each EM iteration of the kept run.
+
+    expert_load_ : ndarray of shape (n_experts_,)
+        Each expert's share of the training responsibility (weighted by
+        ``sample_weight``); sums to 1.
+
+    n_reseeds_ : ndarray of shape (n_experts_,)
+        How many times each expert collapsed (its share of the responsibility
+        fell to about zero) and was re-seeded on the rows the mixture
+        explained worst.
+
+    n_features_in_ : int
+        Number of features seen during `fit`.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during `fit`. Defined only when `X` has
+        feature names that are all strings.
+"""
+
+_NOTES = """
+    The model is ``p(y | x) = sum_k g_k(x) p_k(y | x)``. EM alternates an
+    M-step (each expert refitted with ``sample_weight = w * R[:, k]``, the
+    gate refitted on the responsibilities ``R``) and an E-step (``R``
+    recomputed as each expert's posterior share of each row), in log space.
+"""
+
+_REFERENCES = """
+    .. [1] R. A. Jacobs, M. I. Jordan, S. J. Nowlan and G. E. Hinton,
+       "Adaptive mixtures of local experts", Neural Computation 3(1), 1991.
+    .. [2] M. I. Jordan and R. A. Jacobs, "Hierarchical mixtures of experts
+       and the EM algorithm", Neural Computation 6(2), 1994.
+"""
+
+
+def _weighted_sum(weights, outputs):
+    """``sum_k weights[:, k] * outputs[k]``, skipping experts with no weight."""
+    total = np.zeros_like(outputs[next(iter(outputs))])
+    for k, out in outputs.items():
+        total += weights[:, k, np.newaxis] * out
+    return total
+
+
+def _used_experts(weights):
+    return np.flatnonzero(np.any(weights > 0, axis=0))
+
+
+class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
+    __doc__ = (
+        """Mixture of experts for regression, trained by EM.
+
+    Each expert ``k`` is a regressor ``f_k`` with Gaussian noise of scale
+    ``noise_std_[k]``; the gate gives the probability ``g_k(x)`` that expert
+    ``k`` is the one to trust at ``x``. Prediction pools the experts:
+    ``sum_k g_k(x) f_k(x)`` (the mixture mean) or the most trusted expert's
+    ``f_k(x)``.
+
+    Parameters
+    ----------"""
+        + _SHARED_PARAMETERS.format(
+            default_expert=":class:`~sklearn.linear_model.LinearRegression`"
+        )
+        + """
+    Attributes
+    ----------"""
+        + _SHARED_ATTRIBUTES
+        + """
+    noise_std_ : ndarray of shape (n_experts_,) or (n_experts_, n_outputs)
+        Each expert's noise scale (maximum likelihood, floored at a
+        millionth of the variance of ``y``).
+
+    See Also
+    --------
+    MixtureOfExpertsClassifier : The same model for class labels.
+    sklearn.mixture.GaussianMixture : EM for mixtures without inputs.
+
+    Notes
+    -----"""
+        + _NOTES
+        + """
+    References
+    ----------"""
+        + _REFERENCES
+        + """
+    Examples
+    --------
+    >>> from mixexp import MixtureOfExpertsRegressor
+    >>> from mixexp.datasets import make_regimes
+    >>> X, y = make_regimes(n_samples=600, n_regimes=3, random_state=0)
+    >>> moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X, y)
+    >>> round(moe.score(X, y), 2)
+    0.99
+    >>> moe.predict_gate(X[:2]).round(2)
+    array([[0.  , 0.  , 1.  ],
+           [0.97, 0.03, 0.  ]])
+    """
+    )
+
+    _y_numeric = True
+
+    def __init__(
+        self,
+        expert=None,
+        *,
+        n_experts=3,
+        gate="softmax",
+        partition="kmeans",
+        feature_groups=None,
+        training="em",
+        pooling="weighted",
+        max_iter=100,
+        tol=1e-4,
+        n_init=1,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        verbose=0,
+    ):
+        super().__init__(
+            expert=expert,
+            n_experts=n_experts,
+            gate=gate,
+            partition=partition,
+            feature_groups=feature_groups,
+            training=training,
+            pooling=pooling,
+            max_iter=max_iter,
+            tol=tol,
+            n_init=n_init,
+            warm_start=warm_start,
+            random_state=random_state,
+            n_jobs=n_jobs,
+            verbose=verbose,
+        )
+
+    def _default_expert(self):
+        return LinearRegression()
+
+    def _check_expert(self, expert, name):
+        if not hasattr(expert, "predict"):
+            raise ValueError(f"{name}={expert!r} has no predict method.")
+
+    def _validate_targets(self, y, reset):
+        y = np.asarray(y, dtype=np.float64)
+        if reset:
+            self._n_outputs = 1 if y.ndim == 1 else y.shape[1]
+            self._y_ndim = y.ndim
+        elif (1 if y.ndim == 1 else y.shape[1]) != self._n_outputs:
+            raise ValueError(
+                f"y has {1 if y.ndim == 1 else y.shape[1]} outputs, but "
+                f"{type(self).__name__} was fitted with {self._n_outputs}."
+            )
+        return y.reshape(y.shape[0], -1), y
+
+    def _expert_outputs(self, experts, X_parts, used=None):
+        used = range(len(experts)) if used is None else used
+        if isinstance(used, range):
+            return [self._predict_expert(experts[k], X_parts[k]) for k in used]
+        return {k: self._predict_expert(experts[k], X_parts[k]) for k in used}
+
+    @staticmethod
+    def _predict_expert(expert, X):
+        return np.asarray(expert.predict(X), dtype=np.float64).reshape(X.shape[0], -1)
+
+    def _noise_floor(self, y, sample_weight):
+        return _em.noise_floor(y, sample_weight)
+
+    def _fit_noise(self, y, outputs, resp, sample_weight, floor):
+        return _em.noise_variance(y, outputs, resp, sample_weight, floor)
+
+    def _store_noise(self, noise_variance):
+        std = np.sqrt(noise_variance)
+        self.noise_std_ = std[:, 0] if self._y_ndim == 1 else std
+
+    def _expert_log_likelihood(self, y, outputs, noise_variance):
+        return _em.gaussian_log_likelihood(y, outputs, noise_variance)
+
+    def predict(self, X):
+        """Pooled prediction of the experts.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            ``sum_k g_k(x) f_k(x)`` with ``pooling="weighted"``, the most
+            trusted expert's prediction with ``pooling="argmax"``.
+        """
+        X = self._check_predict_X(X)
+        weights = self._pooling_weights(X)
+        outputs = self._expert_outputs(
+            self.experts_, self._X_parts(X), used=_used_experts(weights)
+        )
+        pred = _weighted_sum(weights, outputs)
+        return pred[:, 0] if self._y_ndim == 1 else pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        try:
+            tags.target_tags.multi_output = all(
+                get_tags(est).target_tags.multi_output
+                for est in self._expert_templates()
+            )
+        except (TypeError, ValueError, AttributeError):
+            tags.target_tags.multi_output = False
+        return tags
+
+
+class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
+    __doc__ = (
+        """Mixture of experts for classification, trained by EM.
+
+    Each expert ``k`` is a probabilistic classifier ``p_k(c | x)``; the gate
+    gives the probability ``g_k(x)`` that expert ``k`` is the one to trust at
+    ``x``. ``predict_proba`` pools the experts: ``sum_k g_k(x) p_k(c | x)``
+    or the most trusted expert's probabilities. Experts are fitted on the
+    encoded labels; an expert that never saw a class gives it a floor
+    probability of 1e-12, so every expert's probabilities are aligned to
+    `classes_`.
+
+    Parameters
+    ----------"""
+        + _SHARED_PARAMETERS.format(
+            default_expert=":class:`~sklearn.linear_model.LogisticRegression`"
+        )
+        + """
+    Attributes
+    ----------"""
+        + _SHARED_ATTRIBUTES
+        + """
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+
+    See Also
+    --------
+    MixtureOfExpertsRegressor : The same model for continuous targets.
+    sklearn.ensemble.VotingClassifier : Fixed-weight pooling of classifiers.
+
+    Notes
+    -----"""
+        + _NOTES
+        + """
+    An expert whose rows all carry one class (possible with
+    ``training="hard"``) is fitted as a constant
+    :class:`~sklearn.dummy.DummyClassifier` for that step, since most
+    classifiers refuse a single class.
+
+    References
+    ----------"""
+        + _REFERENCES
+        + """
+    Examples
+    --------
+    >>> from mixexp import MixtureOfExpertsClassifier
+    >>> from mixexp.datasets import make_xor
+    >>> X, y = make_xor(n_samples=400, random_state=0)
+    >>> moe = MixtureOfExpertsClassifier(n_experts=4, random_state=0).fit(X, y)
+    >>> round(moe.score(X, y), 2)
+    0.98
+    >>> moe.predict_proba(X[:2]).round(2)
+    array([[0.98, 0.02],
+           [0.02, 0.98]])
+    """
+    )
+
+    _y_numeric = False
+
+    def __init__(
+        self,
+        expert=None,
+        *,
+        n_experts=3,
+        gate="softmax",
+        partition="kmeans",
+        feature_groups=None,
+        training="em",
+        pooling="weighted",
+        max_iter=100,
+        tol=1e-4,
+        n_init=1,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        verbose=0,
+    ):
+        super().__init__(
+            expert=expert,
+            n_experts=n_experts,
+            gate=gate,
+            partition=partition,
+            feature_groups=feature_groups,
+            training=training,
+            pooling=pooling,
+            max_iter=max_iter,
+            tol=tol,
+            n_init=n_init,
+            warm_start=warm_start,
+            random_state=random_state,
+            n_jobs=n_jobs,
+            verbose=verbose,
+        )
+
+    def _default_expert(self):
+        return LogisticRegression()
+
+    def _check_expert(self, expert, name):
+        if not hasattr(expert, "predict_proba"):
+            raise ValueError(
+                f"{name}={expert!r} has no predict_proba; the experts of a "
+                "MixtureOfExpertsClassifier must give class probabilities (for "
+                "example SVC(probability=True) rather than SVC())."
+            )
+
+    def _validate_targets(self, y, reset):
+        if reset:
+            check_classification_targets(y)
+            y = column_or_1d(y, warn=True)
+            self.le_ = LabelEncoder().fit(y)
+            self.classes_ = self.le_.classes_
+            if self.classes_.shape[0] < 2:
+                raise ValueError(
+                    "The classifier needs samples of at least 2 classes in the data, "
+                    f"but the data contains only one class: {self.classes_[0]!r}."
+                )
+        else:
+            y = column_or_1d(y)
+            unknown = np.setdiff1d(y, self.classes_)
+            if unknown.size:
+                raise ValueError(
+                    f"y contains labels not seen in fit: {unknown.tolist()}."
+                )
+        encoded = self.le_.transform(y)
+        return encoded, encoded
+
+    def _fit_one(self, estimator, X, y, sample_weight, params):
+        present = np.unique(y if sample_weight is None else y[sample_weight > 0])
+        if present.shape[0] < 2:
+            estimator = DummyClassifier(strategy="prior")
+            return estimator.fit(X, np.full(X.shape[0], present[0]))
+        _fit_weighted(estimator, X, y, sample_weight, params)
+        return estimator
+
+    def _expert_outputs(self, experts, X_parts, used=None):
+        n_classes = self.classes_.shape[0]
+
+        def proba(k):
+            est = experts[k]
+            return _em.align_proba(
+                np.asarray(est.predict_proba(X_parts[k]), dtype=np.float64),
+                np.asarray(est.classes_, dtype=int),
+                n_classes,
+            )
+
+        if used is None:
+            return [proba(k) for k in range(len(experts))]
+        return {k: proba(k) for k in used}
+
+    def _fit_noise(self, y, outputs, resp, sample_weight, floor):
+        return None
+
+    def _expert_log_likelihood(self, y, outputs, noise_variance):
+        return _em.class_log_likelihood(outputs, y)
+
+    def predict_proba(self, X):
+        """Pooled class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Columns in the order of `classes_`; rows sum to 1.
+        """
+        X = self._check_predict_X(X)
+        weights = self._pooling_weights(X)
+        outputs = self._expert_outputs(
+            self.experts_, self._X_parts(X), used=_used_experts(weights)
+        )
+        proba = _weighted_sum(weights, outputs)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X):
+        """Logarithm of `predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Most probable class under the pooled probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]

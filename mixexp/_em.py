@@ -1,0 +1,197 @@
+"""Pure numerical pieces of the EM algorithm for mixtures of experts.
+
+Nothing here knows about estimators: every function takes arrays and returns
+arrays, so each step of EM can be tested (and reasoned about) on its own.
+
+Notation: ``n`` rows, ``K`` experts, ``m`` regression outputs, ``C`` classes,
+``w`` the row weights, ``R`` the (n, K) responsibilities.
+"""
+
+import numpy as np
+from scipy.special import logsumexp
+
+# Smallest probability an expert may give to the observed class. It keeps the
+# log-likelihood finite when an expert never saw a class (or is certain and
+# wrong) without changing any probability a fitted model can resolve.
+PROBA_FLOOR = 1e-12
+
+# Relative floor of the noise variance, as a share of the variance of each
+# output: noise-free data (or an expert left with a handful of rows) would
+# otherwise send a noise scale to zero and the log-likelihood to infinity.
+NOISE_VARIANCE_FLOOR = 1e-6
+
+_LOG_2PI = np.log(2.0 * np.pi)
+
+
+def e_step(log_gate, log_likelihood):
+    """Posterior responsibilities and per-row log-likelihood of the mixture.
+
+    Parameters
+    ----------
+    log_gate : ndarray of shape (n, K)
+        Log gate probabilities ``log g_k(x_i)``.
+    log_likelihood : ndarray of shape (n, K)
+        Log expert likelihoods ``log p_k(y_i | x_i)``.
+
+    Returns
+    -------
+    log_resp : ndarray of shape (n, K)
+        Log responsibilities; each row's exponentials sum to 1.
+    log_prob : ndarray of shape (n,)
+        ``log p(y_i | x_i) = logsumexp_k(log g_k + log p_k)``.
+    """
+    joint = log_gate + log_likelihood
+    log_prob = logsumexp(joint, axis=1)
+    return joint - log_prob[:, np.newaxis], log_prob
+
+
+def mean_log_likelihood(log_prob, sample_weight):
+    """Weighted mean of the per-row log-likelihood."""
+    return float(np.dot(sample_weight, log_prob) / sample_weight.sum())
+
+
+def gaussian_log_likelihood(y, predictions, noise_variance):
+    """Log density of ``y`` under each expert's Gaussian predictive law.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n, m)
+    predictions : list of K ndarrays of shape (n, m)
+        Each expert's mean prediction.
+    noise_variance : ndarray of shape (K, m)
+
+    Returns
+    -------
+    ndarray of shape (n, K)
+        ``sum_j log N(y_ij; f_kj(x_i), sigma_kj^2)``; outputs are independent
+        given the expert.
+    """
+    out = np.empty((y.shape[0], len(predictions)))
+    for k, pred in enumerate(predictions):
+        var = noise_variance[k]
+        sq = (y - pred) ** 2 / var
+        out[:, k] = -0.5 * (
+            sq.sum(axis=1) + np.sum(np.log(var)) + y.shape[1] * _LOG_2PI
+        )
+    return out
+
+
+def noise_variance(y, predictions, resp, sample_weight, floor):
+    """Weighted mean squared residual of each expert, floored (M-step).
+
+    Parameters
+    ----------
+    y : ndarray of shape (n, m)
+    predictions : list of K ndarrays of shape (n, m)
+    resp : ndarray of shape (n, K)
+    sample_weight : ndarray of shape (n,)
+    floor : ndarray of shape (m,)
+        Smallest variance allowed per output.
+
+    Returns
+    -------
+    ndarray of shape (K, m)
+        The maximiser of the expected complete log-likelihood over the noise
+        variances, subject to the floor. An expert with no weight at all gets
+        the floor.
+    """
+    weights = resp * sample_weight[:, np.newaxis]
+    totals = weights.sum(axis=0)
+    var = np.empty((len(predictions), y.shape[1]))
+    for k, pred in enumerate(predictions):
+        if totals[k] > 0:
+            var[k] = weights[:, k] @ (y - pred) ** 2 / totals[k]
+        else:
+            var[k] = floor
+    return np.maximum(var, floor)
+
+
+def noise_floor(y, sample_weight):
+    """Per-output variance floor: a small share of the variance of ``y``."""
+    mean = np.average(y, axis=0, weights=sample_weight)
+    var = np.average((y - mean) ** 2, axis=0, weights=sample_weight)
+    scale = np.where(var > 0, var, np.maximum(mean**2, 1.0))
+    return NOISE_VARIANCE_FLOOR * scale
+
+
+def class_log_likelihood(probas, y_encoded):
+    """Log probability each expert gives to the observed class.
+
+    Parameters
+    ----------
+    probas : list of K ndarrays of shape (n, C)
+        Each expert's class probabilities, columns aligned to the global
+        classes.
+    y_encoded : ndarray of shape (n,)
+        Observed classes as indices into the columns.
+
+    Returns
+    -------
+    ndarray of shape (n, K)
+    """
+    rows = np.arange(y_encoded.shape[0])
+    picked = np.column_stack([p[rows, y_encoded] for p in probas])
+    return np.log(np.maximum(picked, PROBA_FLOOR))
+
+
+def align_proba(proba, expert_classes, n_classes):
+    """Place an expert's ``predict_proba`` columns under the global classes.
+
+    Classes the expert never saw get the floor probability, then each row is
+    renormalised, so the result always has ``n_classes`` columns summing to 1.
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n, len(expert_classes))
+    expert_classes : ndarray of int
+        Global class indices of the expert's columns.
+    n_classes : int
+
+    Returns
+    -------
+    ndarray of shape (n, n_classes)
+    """
+    full = np.full((proba.shape[0], n_classes), PROBA_FLOOR)
+    full[:, expert_classes] = np.maximum(proba, PROBA_FLOOR)
+    full /= full.sum(axis=1, keepdims=True)
+    return full
+
+
+def soften(resp, purity=0.8):
+    """Pull responsibilities towards uniform so no row is exactly hard.
+
+    A one-hot row keeps ``purity`` of its weight on its own component and
+    spreads the rest evenly over the others; soft rows are mixed the same
+    way. A gate fitted to exactly hard, separable labels runs to infinite
+    coefficients, which locks EM in its first partition; softening avoids
+    that without hiding the partition.
+
+    Parameters
+    ----------
+    resp : ndarray of shape (n, K)
+        Rows sum to 1.
+    purity : float in (1 / K, 1]
+
+    Returns
+    -------
+    ndarray of shape (n, K)
+        Rows sum to 1.
+    """
+    n_components = resp.shape[1]
+    if n_components == 1:
+        return np.ones_like(resp)
+    spread = (1.0 - purity) / (n_components - 1)
+    return (purity - spread) * resp + spread
+
+
+def harden(resp):
+    """One-hot responsibilities of each row's most responsible component."""
+    hard = np.zeros_like(resp)
+    hard[np.arange(resp.shape[0]), np.argmax(resp, axis=1)] = 1.0
+    return hard
+
+
+def expert_load(resp, sample_weight):
+    """Share of the total weight held by each expert; sums to 1."""
+    load = sample_weight @ resp
+    return load / load.sum()

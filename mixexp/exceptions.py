@@ -1,0 +1,18 @@
+"""Warnings that mixexp raises, so that users can filter them by category."""
+
+__all__ = ["CollapsedExpertWarning"]
+
+
+class CollapsedExpertWarning(UserWarning):
+    """An expert's share of the responsibility fell to about zero during EM.
+
+    The expert was re-seeded on the rows the mixture explained worst; the
+    fitted attribute ``n_reseeds_`` counts how often, per expert. It usually
+    means the data support fewer experts than were asked for.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from mixexp.exceptions import CollapsedExpertWarning
+    >>> warnings.simplefilter("ignore", CollapsedExpertWarning)
+    """

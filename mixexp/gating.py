@@ -1,0 +1,478 @@
+"""Gates: models of which expert to trust for an input.
+
+A gate is fitted on *soft targets*: an (n_samples, n_experts) matrix whose
+rows are probability vectors (the EM responsibilities), with optional row
+weights. Every gate here accepts hard labels too (a 1-D array of expert
+indices), so it can be used and inspected on its own.
+
+- :class:`SoftmaxGate`: multinomial logistic regression on the soft targets
+  (the classic gate of Jordan and Jacobs), L2-penalised, solved by L-BFGS
+  with an analytic gradient and warm starts across EM iterations.
+- :class:`ConstantGate`: mixing proportions only, the same for every input
+  (a finite mixture of regressions).
+- :class:`ClassifierGate`: any scikit-learn classifier with
+  ``predict_proba`` and ``sample_weight``, fitted on the soft targets by
+  stacking one weighted copy of the rows per expert.
+"""
+
+import numbers
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    has_fit_parameter,
+    validate_data,
+)
+
+from mixexp._utils import take_rows
+
+__all__ = ["ClassifierGate", "ConstantGate", "SoftmaxGate"]
+
+# Rows whose target weight for an expert is below this share are left out of
+# the stacked copy for that expert in ClassifierGate: they would cost a copy
+# of the row and change nothing measurable.
+_NEGLIGIBLE_TARGET = 1e-8
+
+
+def _as_soft_targets(y, n_samples):
+    """Turn labels or soft targets into an (n, K) target matrix."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        if not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
+            raise ValueError(
+                "A gate's targets must be expert indices (integers) or an "
+                "(n_samples, n_experts) matrix of soft targets."
+            )
+        labels = y.astype(int)
+        if labels.min() < 0:
+            raise ValueError("Expert indices in a gate's targets must be >= 0.")
+        targets = np.zeros((n_samples, labels.max() + 1))
+        targets[np.arange(n_samples), labels] = 1.0
+        return targets
+    if y.ndim != 2 or y.shape[0] != n_samples:
+        raise ValueError(
+            f"Soft targets must have shape (n_samples, n_experts) with "
+            f"n_samples={n_samples}; got shape {y.shape}."
+        )
+    targets = np.asarray(y, dtype=float)
+    if not np.all(np.isfinite(targets)) or np.any(targets < 0):
+        raise ValueError("Soft targets must be finite and non-negative.")
+    if not np.allclose(targets.sum(axis=1), 1.0, atol=1e-6):
+        raise ValueError("Each row of the soft targets must sum to 1.")
+    return targets
+
+
+def _log_proba_from_proba(proba):
+    with np.errstate(divide="ignore"):
+        return np.log(np.maximum(proba, np.finfo(float).tiny))
+
+
+def _softmax_objective(params, Xs, targets, weights, alpha):
+    """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
+
+    Both are divided by the total weight so that the tolerances of the
+    optimiser do not depend on the number of rows.
+    """
+    n_features = Xs.shape[1]
+    n_experts = targets.shape[1]
+    coef = params.reshape(n_features + 1, n_experts)
+    scores = Xs @ coef[1:]
+    scores += coef[0]
+    log_proba = scores - logsumexp(scores, axis=1, keepdims=True)
+    total = weights.sum()
+    loss = -np.sum(weights @ (targets * log_proba)) / total
+    loss += 0.5 * alpha * np.sum(coef[1:] ** 2) / total
+    # Rows of the targets sum to one, so d loss / d score = w * (P - T).
+    residual = (np.exp(log_proba) - targets) * (weights / total)[:, np.newaxis]
+    grad = np.empty_like(coef)
+    grad[0] = residual.sum(axis=0)
+    grad[1:] = Xs.T @ residual + alpha * coef[1:] / total
+    return loss, grad.ravel()
+
+
+class SoftmaxGate(BaseEstimator):
+    """Multinomial logistic gate fitted on soft targets.
+
+    The gate models ``g_k(x) = softmax(x @ coef_ + intercept_)_k``. It is
+    fitted by minimising the weighted cross-entropy between the targets and
+    ``g(x)`` plus ``alpha / 2`` times the squared norm of the coefficients on
+    standardised features, with L-BFGS and an analytic gradient. Inside EM
+    each fit is warm-started from the previous one, so a few iterations
+    suffice; every L-BFGS step lowers the objective, so a capped fit is still
+    a generalised EM step.
+
+    Parameters
+    ----------
+    alpha : float, default=1e-3
+        L2 penalty on the coefficients of the standardised features, on the
+        scale of the summed (not averaged) cross-entropy, like ``1 / C`` in
+        :class:`~sklearn.linear_model.LogisticRegression`. The default is a
+        light touch that keeps the coefficients finite when the experts'
+        regions are separable while letting the gate be sharp (on generated
+        regime data, ``alpha=1`` blurs the boundaries and costs several
+        points of R2). ``alpha=0`` is the
+        unpenalised maximum-likelihood gate (the one R's flexmix and mixtools
+        fit); it can run to very large coefficients when the experts'
+        regions are separable.
+    max_iter : int, default=100
+        Maximum number of L-BFGS iterations per fit.
+    tol : float, default=1e-6
+        Tolerance on the projected gradient for L-BFGS.
+    warm_start : bool, default=False
+        Start from the previous solution when fitted again on data with the
+        same number of features and experts.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features_in_, n_experts)
+        Coefficients on the original (unstandardised) features.
+    intercept_ : ndarray of shape (n_experts,)
+    penalty_ : float
+        The penalty term ``alpha / 2 * ||W||^2`` at the solution (on the
+        standardised scale), so that a mixture can report the penalised
+        objective EM maximises.
+    n_iter_ : int
+        L-BFGS iterations of the last fit.
+    classes_ : ndarray of shape (n_experts,)
+        ``arange(n_experts)``: the gate's outputs are expert indices.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when `X` has feature names that are all strings.
+
+    See Also
+    --------
+    ConstantGate : Mixing proportions that do not depend on the input.
+    ClassifierGate : Any probabilistic classifier as a gate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>>  import SoftmaxGate
+    >>> X = np.array([[-2.0], [-1.0], [1.0], [2.0]])
+    >>> targets = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9]])
+    >>> gate = SoftmaxGate(alpha=0.0).fit(X, targets)
+    >>> gate.predict_proba([[-3.0], [3.0]]).round(2)
+    array([[0.96, 0.04],
+           [0.04, 0.96]])
+    """
+
+    _parameter_constraints: dict = {
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(self, alpha=1e-3, *, max_iter=100, tol=1e-6, warm_start=False):
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+        self.warm_start = warm_start
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the gate to expert labels or soft targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_experts)
+            Expert indices, or soft targets whose rows sum to 1.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : SoftmaxGate
+        """
+        self._validate_params()
+        X = validate_data(self, X, reset=True, dtype=np.float64)
+        targets = _as_soft_targets(y, X.shape[0])
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        return self._fit(X, targets, weights, warn=True)
+
+    def _fit(self, X, targets, weights, warn):
+        """Fit on validated arrays (the EM loop calls this directly)."""
+        n_features, n_experts = X.shape[1], targets.shape[1]
+        mean = np.average(X, axis=0, weights=weights)
+        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
+        scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
+        Xs = (X - mean) / scale
+
+        start = np.zeros((n_features + 1, n_experts))
+        previous = getattr(self, "_params", None)
+        if self.warm_start and previous is not None and previous.shape == start.shape:
+            start = previous
+        result = minimize(
+            _softmax_objective,
+            start.ravel(),
+            args=(Xs, targets, weights, float(self.alpha)),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
+        )
+        if warn and not result.success and result.nit >= self.max_iter:
+            import warnings
+
+            warnings.warn(
+                f"SoftmaxGate did not converge in max_iter={self.max_iter} "
+                "iterations; increase max_iter or alpha.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        params = result.x.reshape(n_features + 1, n_experts)
+        self._params = params
+        self._mean, self._scale = mean, scale
+        self.coef_ = params[1:] / scale[:, np.newaxis]
+        self.intercept_ = params[0] - mean @ self.coef_
+        self.penalty_ = 0.5 * float(self.alpha) * float(np.sum(params[1:] ** 2))
+        self.n_iter_ = int(result.nit)
+        self.classes_ = np.arange(n_experts)
+        return self
+
+    def _scores(self, X):
+        return (X - self._mean) / self._scale @ self._params[1:] + self._params[0]
+
+    def predict_log_proba(self, X):
+        """Log gate probabilities, shape (n_samples, n_experts)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._predict_log_proba(X)
+
+    def _predict_log_proba(self, X):
+        scores = self._scores(X)
+        return scores - logsumexp(scores, axis=1, keepdims=True)
+
+    def predict_proba(self, X):
+        """Gate probabilities, shape (n_samples, n_experts); rows sum to 1."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """Index of the most trusted expert per row."""
+        return np.argmax(self.predict_log_proba(X), axis=1)
+
+
+class ConstantGate(BaseEstimator):
+    """Mixing proportions: the same gate probabilities for every input.
+
+    With this gate a mixture of experts is a finite mixture of regressions
+    (or of classifiers): ``pi_k`` is the weighted mean responsibility of
+    expert ``k``, which is the exact M-step.
+
+    Attributes
+    ----------
+    proportions_ : ndarray of shape (n_experts,)
+        Mixing proportions; they sum to 1.
+    penalty_ : float
+        Always 0.0 (the proportions are not penalised).
+    classes_ : ndarray of shape (n_experts,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when `X` has feature names that are all strings.
+
+    See Also
+    --------
+    SoftmaxGate : Gate probabilities that depend on the input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>>  import ConstantGate
+    >>> gate = ConstantGate().fit(np.zeros((4, 1)), [0, 0, 0, 1])
+    >>> gate.proportions_
+    array([0.75, 0.25])
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the mixing proportions to labels or soft targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Only its number of rows and features is used.
+        y : array-like of shape (n_samples,) or (n_samples, n_experts)
+            Expert indices, or soft targets whose rows sum to 1.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : ConstantGate
+        """
+        X = validate_data(self, X, reset=True, dtype=np.float64)
+        targets = _as_soft_targets(y, X.shape[0])
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        return self._fit(X, targets, weights, warn=True)
+
+    def _fit(self, X, targets, weights, warn):
+        self.proportions_ = weights @ targets / weights.sum()
+        self.penalty_ = 0.0
+        self.classes_ = np.arange(targets.shape[1])
+        return self
+
+    def predict_log_proba(self, X):
+        """Log mixing proportions repeated per row, (n_samples, n_experts)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._predict_log_proba(X)
+
+    def _predict_log_proba(self, X):
+        log_prop = _log_proba_from_proba(self.proportions_)
+        return np.broadcast_to(log_prop, (X.shape[0], log_prop.shape[0])).copy()
+
+    def predict_proba(self, X):
+        """Mixing proportions repeated per row, (n_samples, n_experts)."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """Index of the largest mixing proportion, for every row."""
+        return np.argmax(self.predict_log_proba(X), axis=1)
+
+
+class ClassifierGate(BaseEstimator):
+    """Any probabilistic classifier as a gate, fitted on soft targets.
+
+    Most classifiers only take hard labels. Soft targets ``T`` are turned
+    into hard labels with weights: row ``i`` is repeated once per expert
+    ``k``, labelled ``k`` and weighted ``w_i * T_ik``. Minimising the
+    classifier's weighted log-loss on these copies is minimising the
+    cross-entropy against the soft targets, which is the gate's M-step.
+    Copies with negligible weight are left out.
+
+    Parameters
+    ----------
+    estimator : classifier
+        Must have ``predict_proba`` and take ``sample_weight`` in ``fit``.
+        It is cloned; the fitted copy is ``estimator_``.
+
+    Attributes
+    ----------
+    estimator_ : classifier
+        The fitted clone.
+    penalty_ : float
+        Always 0.0 (the classifier's own regularisation is not reported).
+    classes_ : ndarray of shape (n_experts,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when `X` has feature names that are all strings.
+
+    See Also
+    --------
+    SoftmaxGate : The built-in linear gate, fitted exactly on soft targets.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>>  import ClassifierGate
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    >>> targets = np.array([[1.0, 0.0], [0.9, 0.1], [0.1, 0.9], [0.0, 1.0]])
+    >>> gate = ClassifierGate(DecisionTreeClassifier(max_depth=1, random_state=0))
+    >>> gate.fit(X, targets).predict([[0.5], [2.5]])
+    array([0, 1])
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "predict_proba"])],
+    }
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        """Fit the classifier to expert labels or soft targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_experts)
+            Expert indices, or soft targets whose rows sum to 1.
+        sample_weight : array-like of shape (n_samples,), default=None
+        **fit_params : dict
+            Per-row arrays passed on to the classifier's ``fit``, repeated
+            with the rows.
+
+        Returns
+        -------
+        self : ClassifierGate
+        """
+        self._validate_params()
+        check_gate_classifier(self.estimator, "estimator")
+        X = validate_data(self, X, reset=True, dtype=np.float64)
+        targets = _as_soft_targets(y, X.shape[0])
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        return self._fit(X, targets, weights, warn=True, **fit_params)
+
+    def _fit(self, X, targets, weights, warn, **fit_params):
+        n_samples, n_experts = targets.shape
+        stacked_weight = targets * weights[:, np.newaxis]
+        keep = stacked_weight > _NEGLIGIBLE_TARGET * stacked_weight.max()
+        rows, labels = np.nonzero(keep)
+        params = {
+            key: take_rows(value, rows, n_samples) for key, value in fit_params.items()
+        }
+        if not hasattr(self, "estimator_") or self.estimator_ is None:
+            self.estimator_ = clone(self.estimator)
+        self.estimator_.fit(
+            X[rows], labels, sample_weight=stacked_weight[rows, labels], **params
+        )
+        self.penalty_ = 0.0
+        self.classes_ = np.arange(n_experts)
+        return self
+
+    def predict_log_proba(self, X):
+        """Log gate probabilities, shape (n_samples, n_experts)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._predict_log_proba(X)
+
+    def _predict_log_proba(self, X):
+        proba = self.estimator_.predict_proba(X)
+        full = np.zeros((X.shape[0], self.classes_.shape[0]))
+        full[:, self.estimator_.classes_.astype(int)] = proba
+        return _log_proba_from_proba(full)
+
+    def predict_proba(self, X):
+        """Gate probabilities, shape (n_samples, n_experts); rows sum to 1."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """Index of the most trusted expert per row."""
+        return np.argmax(self.predict_log_proba(X), axis=1)
+
+
+def check_gate_classifier(estimator, name):
+    """Refuse a classifier that cannot serve as a gate, saying why."""
+    if not hasattr(estimator, "predict_proba"):
+        raise TypeError(
+            f"The {name} {estimator!r} cannot be a gate: it has no "
+            "predict_proba. Use a probabilistic classifier, 'softmax' or "
+            "'constant'."
+        )
+    if not has_fit_parameter(estimator, "sample_weight"):
+        raise TypeError(
+            f"The {name} {estimator!r} cannot be a gate: its fit does not take "
+            "sample_weight, which is how soft targets are passed. Use a "
+            "classifier that does, 'softmax' or 'constant'."
+        )
+
+
+def make_gate(gate):
+    """A fresh, unfitted gate object for the mixture's ``gate`` parameter."""
+    if isinstance(gate, str):
+        if gate == "softmax":
+            return SoftmaxGate()
+        if gate == "constant":
+            return ConstantGate()
+        raise ValueError(
+            f"gate={gate!r} is not a known gate; use 'softmax', 'constant', a "
+            "SoftmaxGate/ConstantGate instance or a classifier with "
+            "predict_proba."
+        )
+    if isinstance(gate, (SoftmaxGate, ConstantGate, ClassifierGate)):
+        return clone(gate)
+    check_gate_classifier(gate, "gate")
+    return ClassifierGate(clone(gate))

@@ -1,0 +1,176 @@
+"""Initial partitions of the rows into subtasks, and feature-column groups.
+
+EM needs a starting point: responsibilities that say, for each row, which
+expert should learn it first. They come from clustering the (standardised)
+inputs, or at random. Separately, feature-column groups give each expert its
+own columns.
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import has_fit_parameter
+
+__all__ = ["initial_responsibilities", "resolve_feature_groups"]
+
+PARTITIONS = ("kmeans", "gmm", "random")
+
+
+def initial_responsibilities(X, partition, n_experts, sample_weight, random_state):
+    """Responsibilities (n_samples, n_experts) that start EM.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    partition : {"kmeans", "gmm", "random"} or clusterer
+        ``"kmeans"``: one-hot k-means clusters; ``"gmm"``: a Gaussian
+        mixture's posterior probabilities; ``"random"``: rows drawn from a
+        flat Dirichlet distribution. A clusterer instance is cloned; its
+        ``n_clusters`` or ``n_components`` parameter, if it has one, is set
+        to `n_experts`, then its ``predict_proba`` (if any) or its labels
+        give the responsibilities. Clustering is done on standardised `X`.
+    n_experts : int
+    sample_weight : ndarray of shape (n_samples,)
+    random_state : RandomState instance
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_experts)
+        Rows sum to 1.
+    """
+    rng = check_random_state(random_state)
+    n_samples = X.shape[0]
+    if isinstance(partition, str) and partition == "random":
+        return rng.dirichlet(np.ones(n_experts), size=n_samples)
+    Xs = StandardScaler().fit_transform(X, sample_weight=sample_weight)
+    seed = rng.randint(np.iinfo(np.int32).max)
+    if isinstance(partition, str):
+        if partition == "kmeans":
+            clusterer = KMeans(n_clusters=n_experts, n_init=1, random_state=seed)
+        elif partition == "gmm":
+            clusterer = GaussianMixture(
+                n_components=n_experts, reg_covar=1e-4, random_state=seed
+            )
+        else:
+            raise ValueError(
+                f"partition={partition!r} is not a known partition; use one of "
+                f"{PARTITIONS} or a clusterer instance."
+            )
+    else:
+        clusterer = clone(partition)
+        params = clusterer.get_params(deep=False)
+        for name in ("n_clusters", "n_components"):
+            if name in params:
+                clusterer.set_params(**{name: n_experts})
+        if "random_state" in params:
+            clusterer.set_params(random_state=seed)
+
+    fit_kwargs = {}
+    if has_fit_parameter(clusterer, "sample_weight"):
+        fit_kwargs["sample_weight"] = sample_weight
+    if hasattr(clusterer, "predict_proba") and not isinstance(clusterer, KMeans):
+        clusterer.fit(Xs, **fit_kwargs)
+        proba = np.asarray(clusterer.predict_proba(Xs), dtype=float)
+        if proba.shape != (n_samples, n_experts):
+            raise ValueError(
+                f"The partition clusterer {partition!r} gave probabilities of "
+                f"shape {proba.shape}; expected (n_samples, n_experts)="
+                f"{(n_samples, n_experts)}."
+            )
+        return proba
+    labels = np.asarray(clusterer.fit_predict(Xs, **fit_kwargs))
+    found, labels = np.unique(labels, return_inverse=True)
+    if found.shape[0] != n_experts:
+        raise ValueError(
+            f"The partition clusterer {partition!r} found {found.shape[0]} "
+            f"clusters but n_experts={n_experts}: use a clusterer whose number "
+            "of clusters can be set (n_clusters or n_components)."
+        )
+    resp = np.zeros((n_samples, n_experts))
+    resp[np.arange(n_samples), labels] = 1.0
+    return resp
+
+
+def resolve_feature_groups(feature_groups, n_features, feature_names):
+    """Column indices of each expert's feature group.
+
+    Parameters
+    ----------
+    feature_groups : list
+        One selection per expert: a list of integer indices (negative ones
+        count from the end), of column names (only when the estimator was
+        fitted on a DataFrame), a boolean mask of length ``n_features``, or a
+        single integer or name.
+    n_features : int
+    feature_names : ndarray of str or None
+
+    Returns
+    -------
+    list of ndarray of int
+        Sorted, unique column indices per group. Groups may overlap.
+    """
+    if isinstance(feature_groups, (str, bytes)) or not hasattr(
+        feature_groups, "__len__"
+    ):
+        raise TypeError(
+            "feature_groups must be a list with one column selection per expert; "
+            f"got {feature_groups!r}."
+        )
+    if len(feature_groups) == 0:
+        raise ValueError("feature_groups must hold at least one column selection.")
+    names = (
+        None if feature_names is None else {n: i for i, n in enumerate(feature_names)}
+    )
+    return [
+        _resolve_group(group, k, n_features, names)
+        for k, group in enumerate(feature_groups)
+    ]
+
+
+def _resolve_group(group, k, n_features, names):
+    where = f"feature_groups[{k}]"
+    if isinstance(group, (str, numbers.Integral)):
+        group = [group]
+    items = np.asarray(list(group), dtype=object)
+    if items.size == 0:
+        raise ValueError(f"{where} is empty; every expert needs at least one column.")
+    if all(isinstance(v, (bool, np.bool_)) for v in items):
+        if items.size != n_features:
+            raise ValueError(
+                f"{where} is a boolean mask of length {items.size}, but X has "
+                f"{n_features} features."
+            )
+        indices = np.flatnonzero(items.astype(bool))
+        if indices.size == 0:
+            raise ValueError(f"{where} selects no column; every expert needs one.")
+        return indices
+    indices = []
+    for v in items:
+        if isinstance(v, str):
+            if names is None:
+                raise ValueError(
+                    f"{where} names column {v!r}, but X has no column names: fit "
+                    "on a pandas DataFrame to select columns by name, or use "
+                    "integer indices."
+                )
+            if v not in names:
+                raise ValueError(f"{where} names column {v!r}, which is not in X.")
+            indices.append(names[v])
+        elif isinstance(v, numbers.Integral):
+            if not -n_features <= v < n_features:
+                raise ValueError(
+                    f"{where} has column index {v}, out of range for X with "
+                    f"n_features={n_features}."
+                )
+            indices.append(int(v) % n_features)
+        else:
+            raise TypeError(
+                f"{where} holds {v!r}; columns are selected by integer index, "
+                "name or boolean mask."
+            )
+    return np.unique(indices)

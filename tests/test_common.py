@@ -1,0 +1,42 @@
+"""scikit-learn's own estimator checks on every public estimator and setting."""
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mixexp import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+
+# Each configuration exercises a different part of the model: the default
+# soft EM, classification EM, argmax pooling, the constant gate (a finite
+# mixture), per-expert feature groups and a scikit-learn classifier as gate.
+CONFIGURATIONS = [
+    {},
+    {"training": "hard", "n_experts": 2},
+    {"pooling": "argmax", "n_experts": 2},
+    {"gate": "constant", "n_experts": 2},
+    {"feature_groups": [[0], [0, 1]], "n_experts": 2},
+    {"gate": LogisticRegression(), "n_experts": 2},
+    {"training": "fixed", "partition": "gmm", "n_experts": 2},
+]
+
+
+def _estimators():
+    for cls in (MixtureOfExpertsRegressor, MixtureOfExpertsClassifier):
+        for params in CONFIGURATIONS:
+            yield cls(random_state=0, **params)
+
+
+# The one place where checks that do not apply to a mixture are listed.
+def _expected_failed_checks(estimator):
+    return {}
+
+
+# The checks fit on tiny data sets where EM may stop at max_iter or an expert
+# may collapse; those warnings are tested where they are meant to fire.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::mixexp.exceptions.CollapsedExpertWarning")
+@parametrize_with_checks(
+    list(_estimators()), expected_failed_checks=_expected_failed_checks
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
