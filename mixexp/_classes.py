@@ -210,11 +210,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     >>> from mixexp.datasets import make_regimes
     >>> X, y = make_regimes(n_samples=600, n_regimes=3, random_state=0)
     >>> moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X, y)
-    >>> round(moe.score(X, y), 2)
-    0.99
-    >>> moe.predict_gate(X[:2]).round(2)
-    array([[0.  , 0.  , 1.  ],
-           [0.97, 0.03, 0.  ]])
+    >>> round(moe.score(X, y), 3)
+    0.996
+    >>> moe.predict_gate(X[:4]).round(2)
+    array([[0., 1., 0.],
+           [0., 1., 0.],
+           [0., 0., 1.],
+           [0., 0., 1.]])
+    >>> moe.expert_load_.round(2)
+    array([0.4 , 0.22, 0.38])
     """
     )
 
@@ -379,11 +383,15 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
     >>> from mixexp.datasets import make_xor
     >>> X, y = make_xor(n_samples=400, random_state=0)
     >>> moe = MixtureOfExpertsClassifier(n_experts=4, random_state=0).fit(X, y)
-    >>> round(moe.score(X, y), 2)
-    0.98
-    >>> moe.predict_proba(X[:2]).round(2)
-    array([[0.98, 0.02],
-           [0.02, 0.98]])
+    >>> round(moe.score(X, y), 3)
+    0.998
+    >>> moe.predict_proba(X[:4]).round(2)
+    array([[0., 1.],
+           [0., 1.],
+           [1., 0.],
+           [1., 0.]])
+    >>> moe.predict(X[:4])
+    array([1, 1, 0, 0])
     """
     )
 

@@ -153,13 +153,13 @@ class SoftmaxGate(BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>>  import SoftmaxGate
+    >>> from mixexp.gating import SoftmaxGate
     >>> X = np.array([[-2.0], [-1.0], [1.0], [2.0]])
     >>> targets = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9]])
     >>> gate = SoftmaxGate(alpha=0.0).fit(X, targets)
     >>> gate.predict_proba([[-3.0], [3.0]]).round(2)
-    array([[0.96, 0.04],
-           [0.04, 0.96]])
+    array([[0.97, 0.03],
+           [0.03, 0.97]])
     """
 
     _parameter_constraints: dict = {
@@ -281,7 +281,7 @@ class ConstantGate(BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>>  import ConstantGate
+    >>> from mixexp.gating import ConstantGate
     >>> gate = ConstantGate().fit(np.zeros((4, 1)), [0, 0, 0, 1])
     >>> gate.proportions_
     array([0.75, 0.25])
@@ -367,7 +367,7 @@ class ClassifierGate(BaseEstimator):
     --------
     >>> import numpy as np
     >>> from sklearn.tree import DecisionTreeClassifier
-    >>>  import ClassifierGate
+    >>> from mixexp.gating import ClassifierGate
     >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])
     >>> targets = np.array([[1.0, 0.0], [0.9, 0.1], [0.1, 0.9], [0.0, 1.0]])
     >>> gate = ClassifierGate(DecisionTreeClassifier(max_depth=1, random_state=0))

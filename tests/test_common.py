@@ -27,8 +27,19 @@ def _estimators():
 
 
 # The one place where checks that do not apply to a mixture are listed.
+_RANDOM_START = (
+    "EM finds a local optimum that depends on its initial partition, and the "
+    "check shuffles the weighted rows, so k-means++ seeding (and the Gaussian "
+    "mixture, which takes no sample_weight) starts elsewhere than on the "
+    "repeated rows; on its 15 rows and 30 features every linear expert can "
+    "interpolate its rows, so the optima differ. From the same start, weights "
+    "and repeated rows give the same model: "
+    "tests/test_classes.py::test_sample_weight_equals_repetition_from_same_start"
+)
+
+
 def _expected_failed_checks(estimator):
-    return {}
+    return {"check_sample_weight_equivalence_on_dense_data": _RANDOM_START}
 
 
 # The checks fit on tiny data sets where EM may stop at max_iter or an expert

@@ -1,0 +1,481 @@
+"""Behaviour of MixtureOfExpertsRegressor and MixtureOfExpertsClassifier."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import config_context
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from mixexp import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
+from mixexp.datasets import make_regimes, make_xor
+from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def regimes():
+    X, y = make_regimes(n_samples=1500, n_regimes=3, random_state=0)
+    return X[:1000], X[1000:], y[:1000], y[1000:]
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.RandomState(0)
+    centres = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])
+    labels = np.repeat(np.arange(3), 40)
+    X = centres[labels] + rng.normal(size=(120, 2))
+    return X, labels
+
+
+# ---------------------------------------------------------------------------
+# Published solution and the EM guarantees
+
+
+def test_co2_golden_mixture_of_regressions():
+    """Two linear experts, constant gate: mixtools' published ML solution.
+
+    CO2 per capita against GNP for 28 countries (mixtools CO2data, Hurn,
+    Justel and Robert 2003); solution from Benaglia et al., Journal of
+    Statistical Software 32(6), 2009.
+    """
+    data = pd.read_csv(DATA / "co2.csv")
+    X, y = data[["GNP"]].to_numpy(), data["CO2"].to_numpy()
+    moe = MixtureOfExpertsRegressor(
+        n_experts=2,
+        gate="constant",
+        tol=1e-12,
+        max_iter=5000,
+        n_init=10,
+        random_state=0,
+    ).fit(X, y)
+
+    assert moe.log_likelihood(X, y).sum() == pytest.approx(-66.93977, abs=1e-4)
+    assert moe.lower_bound_ * len(y) == pytest.approx(-66.93977, abs=1e-4)
+    order = np.argsort(-moe.gate_.proportions_)
+    expected = {
+        "proportion": [0.754922, 0.245078],
+        "intercept": [8.678973, 1.415144],
+        "slope": [-0.023344, 0.676596],
+        "sigma": [2.049318, 0.809388],
+    }
+    fitted = {
+        "proportion": moe.gate_.proportions_[order],
+        "intercept": [moe.experts_[k].intercept_ for k in order],
+        "slope": [moe.experts_[k].coef_[0] for k in order],
+        "sigma": moe.noise_std_[order],
+    }
+    for name, values in expected.items():
+        np.testing.assert_allclose(fitted[name], values, atol=1e-3, err_msg=name)
+
+
+def _smooth_data(seed):
+    rng = np.random.RandomState(seed)
+    X = rng.uniform(-3, 3, size=(300, 2))
+    y = np.sin(2 * X[:, 0]) + 0.3 * X[:, 1] ** 2 + 0.1 * rng.normal(size=300)
+    return X, y
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("data", ["regimes", "smooth"])
+@pytest.mark.parametrize("gate", [SoftmaxGate(), SoftmaxGate(alpha=0.0)])
+def test_soft_em_never_lowers_the_objective(seed, data, gate):
+    if data == "regimes":
+        X, y = make_regimes(n_samples=400, n_regimes=3, noise=0.3, random_state=seed)
+    else:
+        X, y = _smooth_data(seed)
+    moe = MixtureOfExpertsRegressor(
+        n_experts=4, gate=gate, max_iter=60, tol=0.0, random_state=seed
+    ).fit(X, y)
+    history = np.asarray(moe.lower_bounds_)
+    assert len(history) == 60
+    assert np.all(moe.n_reseeds_ == 0)
+    steps = np.diff(history)
+    assert np.all(steps >= -1e-9 * np.abs(history[1:])), steps.min()
+
+
+def test_lower_bound_is_mean_log_likelihood_less_gate_penalty(regimes):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(random_state=0).fit(X, y)
+    expected = moe.log_likelihood(X, y).mean() - moe.gate_.penalty_ / len(y)
+    assert moe.lower_bound_ == pytest.approx(expected, rel=1e-10)
+    assert moe.lower_bounds_[-1] == moe.lower_bound_
+
+
+def test_weighted_lower_bound_uses_sample_weight(regimes):
+    X, _, y, _ = regimes
+    w = np.random.RandomState(0).uniform(0.5, 2.0, size=len(y))
+    moe = MixtureOfExpertsRegressor(gate="constant", random_state=0)
+    moe.fit(X, y, sample_weight=w)
+    expected = np.average(moe.log_likelihood(X, y), weights=w)
+    assert moe.lower_bound_ == pytest.approx(expected, rel=1e-10)
+    assert moe.expert_load_.sum() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------
+# What a mixture of experts is for
+
+
+def test_three_linear_regimes(regimes):
+    X_train, X_test, y_train, y_test = regimes
+    moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X_train, y_train)
+    single = LinearRegression().fit(X_train, y_train)
+    assert moe.score(X_test, y_test) >= 0.97
+    assert single.score(X_test, y_test) < 0.8
+    np.testing.assert_allclose(moe.noise_std_, 0.1, rtol=0.2)
+
+
+def test_xor_with_four_logistic_experts():
+    X, y = make_xor(n_samples=800, random_state=0)
+    moe = MixtureOfExpertsClassifier(n_experts=4, random_state=0)
+    moe.fit(X[:400], y[:400])
+    assert moe.score(X[400:], y[400:]) >= 0.95
+    assert LogisticRegression().fit(X[:400], y[:400]).score(X[400:], y[400:]) < 0.7
+
+
+# ---------------------------------------------------------------------------
+# Classes
+
+
+def test_experts_that_never_saw_a_class_are_aligned(blobs):
+    X, labels = blobs
+    y = np.array(["cat", "dog", "emu"])[labels]
+    moe = MixtureOfExpertsClassifier(n_experts=3, training="hard", random_state=0)
+    moe.fit(X, y)
+    seen = [len(expert.classes_) for expert in moe.experts_]
+    assert min(seen) < 3  # some expert has not seen every class
+    proba = moe.predict_proba(X)
+    assert proba.shape == (len(y), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(moe.classes_) == ["cat", "dog", "emu"]
+    assert moe.score(X, y) > 0.95
+
+
+@pytest.mark.parametrize(
+    "names",
+    [np.array([3, 10, -2]), np.array(["b", "a", "c"]), np.array([0.0, 2.0, 7.0])],
+)
+def test_labels_of_any_kind(blobs, names):
+    X, labels = blobs
+    y = names[labels]
+    moe = MixtureOfExpertsClassifier(n_experts=2, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(moe.classes_, np.sort(names))
+    assert set(moe.predict(X)) <= set(names)
+    assert moe.score(X, y) > 0.95
+    assert moe.log_likelihood(X, y).shape == (len(y),)
+
+
+def test_log_likelihood_refuses_unseen_labels(blobs):
+    X, labels = blobs
+    moe = MixtureOfExpertsClassifier(n_experts=2, random_state=0).fit(X, labels)
+    with pytest.raises(ValueError, match="not seen in fit"):
+        moe.log_likelihood(X, labels + 5)
+
+
+# ---------------------------------------------------------------------------
+# Experts that lack something
+
+
+def test_expert_without_sample_weight_points_to_hard_training(regimes):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(KNeighborsRegressor(), random_state=0)
+    with pytest.raises(ValueError, match=r"sample_weight.*training='hard'"):
+        moe.fit(X, y)
+    hard = moe.set_params(training="hard").fit(X, y)
+    assert hard.score(X, y) > 0.9
+
+
+def test_expert_without_sample_weight_refuses_weights_in_hard_training(regimes):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(KNeighborsRegressor(), training="hard")
+    with pytest.raises(ValueError, match="sample_weight"):
+        moe.fit(X, y, sample_weight=np.arange(len(y)) % 3 + 1.0)
+
+
+def test_classifier_expert_needs_predict_proba(blobs):
+    X, y = blobs
+    with pytest.raises(ValueError, match="predict_proba"):
+        MixtureOfExpertsClassifier(LinearSVC()).fit(X, y)
+
+
+def test_failing_expert_names_itself_and_fit_is_atomic(regimes):
+    X, X_test, y, _ = regimes
+
+    class Exploding(LinearRegression):
+        def fit(self, X, y, sample_weight=None):
+            raise ValueError("boom")
+
+    moe = MixtureOfExpertsRegressor(n_experts=2, random_state=0).fit(X, y)
+    before = moe.predict(X_test)
+    moe.set_params(expert=[LinearRegression(), Exploding()])
+    with pytest.raises(ValueError, match=r"expert 1 \(Exploding\) failed to fit: boom"):
+        moe.fit(X, y)
+    np.testing.assert_array_equal(moe.predict(X_test), before)
+    assert moe.n_experts_ == 2
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+
+
+def test_heterogeneous_expert_list(regimes):
+    X, _, y, _ = regimes
+    experts = [LinearRegression(), DecisionTreeRegressor(max_depth=4)]
+    moe = MixtureOfExpertsRegressor(experts, n_experts=5, random_state=0).fit(X, y)
+    assert moe.n_experts_ == 2
+    assert [type(e) for e in moe.experts_] == [LinearRegression, DecisionTreeRegressor]
+    assert moe.predict_gate(X).shape == (len(y), 2)
+    # The user's templates are never fitted.
+    assert not hasattr(experts[0], "coef_")
+
+
+def test_argmax_pooling_uses_the_most_trusted_expert(regimes):
+    X, X_test, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(pooling="argmax", random_state=0).fit(X, y)
+    chosen = np.argmax(moe.predict_gate(X_test), axis=1)
+    by_expert = np.column_stack([e.predict(X_test) for e in moe.experts_])
+    np.testing.assert_allclose(
+        moe.predict(X_test), by_expert[np.arange(len(chosen)), chosen]
+    )
+
+
+def test_weighted_pooling_is_the_mixture_mean(regimes):
+    X, X_test, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(random_state=0).fit(X, y)
+    by_expert = np.column_stack([e.predict(X_test) for e in moe.experts_])
+    expected = np.sum(moe.predict_gate(X_test) * by_expert, axis=1)
+    np.testing.assert_allclose(moe.predict(X_test), expected)
+
+
+def test_classifier_weighted_pooling(blobs):
+    X, y = blobs
+    moe = MixtureOfExpertsClassifier(n_experts=2, random_state=0).fit(X, y)
+    gate = moe.predict_gate(X)
+    expected = sum(
+        gate[:, [k]] * e.predict_proba(X) for k, e in enumerate(moe.experts_)
+    )
+    np.testing.assert_allclose(moe.predict_proba(X), expected, rtol=1e-10)
+    np.testing.assert_allclose(moe.predict_log_proba(X), np.log(expected), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "gate", ["softmax", "constant", DecisionTreeClassifier(max_depth=3)]
+)
+def test_gates(regimes, gate):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(gate=gate, random_state=0).fit(X, y)
+    expected = {"softmax": SoftmaxGate, "constant": ConstantGate}
+    assert isinstance(moe.gate_, expected.get(gate, ClassifierGate))
+    proba = moe.predict_gate(X)
+    assert proba.shape == (len(y), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_fixed_training_fits_each_expert_on_its_cluster(regimes):
+    X, _, y, _ = regimes
+    Xs = StandardScaler().fit_transform(X)
+    init = Xs[[0, 1, 2]]
+    partition = KMeans(n_clusters=3, init=init, n_init=1)
+    moe = MixtureOfExpertsRegressor(training="fixed", partition=partition).fit(X, y)
+    labels = KMeans(n_clusters=3, init=init, n_init=1).fit_predict(Xs)
+    for k, expert in enumerate(moe.experts_):
+        manual = LinearRegression().fit(X[labels == k], y[labels == k])
+        np.testing.assert_allclose(expert.coef_, manual.coef_, rtol=1e-8)
+    assert moe.n_iter_ == 1 and moe.converged_
+    np.testing.assert_allclose(moe.expert_load_, np.bincount(labels) / len(y))
+
+
+def test_hard_training_gives_each_row_one_expert(regimes):
+    X, X_test, y, y_test = regimes
+    moe = MixtureOfExpertsRegressor(training="hard", random_state=0).fit(X, y)
+    assert moe.converged_
+    assert moe.score(X_test, y_test) > 0.95
+    # Shares of a hard assignment are multiples of one row.
+    np.testing.assert_allclose(
+        moe.expert_load_ * len(y), np.round(moe.expert_load_ * len(y))
+    )
+
+
+def test_multi_output_regression(regimes):
+    X, X_test, y, _ = regimes
+    Y = np.column_stack([y, -2 * y])
+    moe = MixtureOfExpertsRegressor(random_state=0).fit(X, Y)
+    assert moe.predict(X_test).shape == (len(X_test), 2)
+    assert moe.noise_std_.shape == (3, 2)
+    np.testing.assert_allclose(
+        moe.noise_std_[:, 1], 2 * moe.noise_std_[:, 0], rtol=1e-6
+    )
+
+
+def test_n_init_keeps_the_best_run(regimes):
+    X, _, y, _ = regimes
+    one = MixtureOfExpertsRegressor(partition="random", random_state=3).fit(X, y)
+    best = MixtureOfExpertsRegressor(partition="random", n_init=4, random_state=3)
+    best.fit(X, y)
+    assert best.lower_bound_ >= one.lower_bound_
+
+
+def test_warm_start_continues_from_the_previous_fit(regimes):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        moe.fit(X, y)
+    assert not moe.converged_ and moe.n_iter_ == 2
+    first = moe.lower_bound_
+    moe.set_params(warm_start=True, max_iter=100)
+    moe.fit(X, y)
+    assert moe.converged_
+    assert moe.lower_bounds_[0] >= first
+    with pytest.raises(ValueError, match="warm_start"):
+        moe.fit(X[:, :1], y)
+
+
+def test_n_jobs_gives_the_same_model(regimes):
+    X, X_test, y, _ = regimes
+    expert = DecisionTreeRegressor(max_depth=3, max_features=1)
+    one = MixtureOfExpertsRegressor(expert, training="hard", n_jobs=1, random_state=0)
+    two = MixtureOfExpertsRegressor(expert, training="hard", n_jobs=2, random_state=0)
+    one.fit(X, y)
+    two.fit(X, y)
+    np.testing.assert_array_equal(one.predict(X_test), two.predict(X_test))
+    assert one.lower_bounds_ == two.lower_bounds_
+
+
+def test_same_random_state_same_model(regimes):
+    X, X_test, y, _ = regimes
+    a = MixtureOfExpertsRegressor(partition="random", random_state=7).fit(X, y)
+    b = MixtureOfExpertsRegressor(partition="random", random_state=7).fit(X, y)
+    np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))
+
+
+def test_verbose_reports_progress(regimes, capsys):
+    X, _, y, _ = regimes
+    MixtureOfExpertsRegressor(verbose=2, random_state=0).fit(X, y)
+    out = capsys.readouterr().out
+    assert "Initialization 0" in out
+    assert "Iteration 2" in out
+    assert "converged" in out
+
+
+def test_sample_weight_equals_repetition_from_same_start():
+    X, y = make_regimes(n_samples=90, n_regimes=2, random_state=1)
+    weights = np.random.RandomState(0).randint(0, 4, size=len(y))
+    init = StandardScaler().fit_transform(X)[[0, 1]]
+    partition = KMeans(n_clusters=2, init=init, n_init=1)
+    weighted = MixtureOfExpertsRegressor(n_experts=2, partition=partition, tol=1e-10)
+    repeated = MixtureOfExpertsRegressor(n_experts=2, partition=partition, tol=1e-10)
+    weighted.fit(X, y, sample_weight=weights)
+    repeated.fit(np.repeat(X, weights, axis=0), np.repeat(y, weights))
+    np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=1e-6)
+    assert weighted.lower_bound_ == pytest.approx(repeated.lower_bound_, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# scikit-learn integration
+
+
+def test_pandas_feature_names_and_named_groups(regimes):
+    X, X_test, y, _ = regimes
+    frame = pd.DataFrame(X, columns=["speed", "load"])
+    moe = MixtureOfExpertsRegressor(
+        feature_groups=[["speed"], ["speed", "load"]], random_state=0
+    ).fit(frame, y)
+    assert list(moe.feature_names_in_) == ["speed", "load"]
+    assert moe.n_experts_ == 2
+    assert [list(g) for g in moe.feature_groups_] == [[0], [0, 1]]
+    assert moe.experts_[0].coef_.shape == (1,)
+    test_frame = pd.DataFrame(X_test, columns=["speed", "load"])
+    assert moe.predict(test_frame).shape == (len(X_test),)
+    with pytest.warns(UserWarning, match="feature names"):
+        moe.predict(X_test)
+
+
+def test_pickle_round_trip(blobs):
+    X, y = blobs
+    moe = MixtureOfExpertsClassifier(n_experts=2, random_state=0).fit(X, y)
+    clone = pickle.loads(pickle.dumps(moe))
+    np.testing.assert_array_equal(clone.predict_proba(X), moe.predict_proba(X))
+    np.testing.assert_array_equal(clone.predict_gate(X), moe.predict_gate(X))
+
+
+def test_grid_search_over_the_four_parts():
+    X, y = make_regimes(n_samples=240, n_regimes=2, random_state=0)
+    pipe = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("moe", MixtureOfExpertsRegressor(n_experts=2, random_state=0)),
+        ]
+    )
+    grid = {
+        "moe__gate": ["softmax", "constant"],
+        "moe__pooling": ["weighted", "argmax"],
+        "moe__training": ["em", "hard"],
+        "moe__partition": ["kmeans", "random"],
+    }
+    search = GridSearchCV(pipe, grid, cv=3, error_score="raise").fit(X, y)
+    assert len(search.cv_results_["params"]) == 16
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.best_params_["moe__gate"] == "softmax"
+    assert search.best_score_ > 0.9
+
+
+class _RecordingRegressor(LinearRegression):
+    def fit(self, X, y, sample_weight=None, extra=None):
+        self.extra_seen_ = extra
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+class _RecordingClassifier(LogisticRegression):
+    def fit(self, X, y, sample_weight=None, extra=None):
+        self.extra_seen_ = extra
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+@pytest.mark.parametrize("training", ["em", "hard"])
+def test_metadata_routing_reaches_experts_and_gate(regimes, training):
+    X, _, y, _ = regimes
+    extra = np.arange(len(y))
+    with config_context(enable_metadata_routing=True):
+        moe = MixtureOfExpertsRegressor(
+            _RecordingRegressor().set_fit_request(extra=True),
+            gate=_RecordingClassifier().set_fit_request(extra=True),
+            n_experts=2,
+            training=training,
+            random_state=0,
+        )
+        assert moe.get_metadata_routing().consumes("fit", ["extra"]) == {"extra"}
+        moe.fit(X, y, extra=extra)
+    seen = [expert.extra_seen_ for expert in moe.experts_]
+    if training == "em":
+        for rows in seen:
+            np.testing.assert_array_equal(rows, extra)
+    else:
+        # Each expert sees the metadata of its own rows, and all rows are seen.
+        np.testing.assert_array_equal(np.sort(np.concatenate(seen)), extra)
+    gate_seen = moe.gate_.estimator_.extra_seen_
+    assert set(gate_seen) <= set(extra) and len(gate_seen) >= len(extra)
+
+
+def test_extra_fit_params_need_routing(regimes):
+    X, _, y, _ = regimes
+    with pytest.raises(ValueError, match="enable_metadata_routing"):
+        MixtureOfExpertsRegressor().fit(X, y, extra=np.ones(len(y)))
+
+
+def test_pipeline_expert_receives_weights(regimes):
+    X, X_test, y, y_test = regimes
+    expert = Pipeline([("scale", StandardScaler()), ("lr", LinearRegression())])
+    moe = MixtureOfExpertsRegressor(expert, random_state=0).fit(X, y)
+    assert moe.score(X_test, y_test) > 0.97
