@@ -1,0 +1,585 @@
+"""Gates of mixexp.gating, checked against independent computations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import approx_fprime, check_grad
+from scipy.special import log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.svm import LinearSVC
+from sklearn.tree import DecisionTreeClassifier
+
+from mixexp.gating import (
+    ClassifierGate,
+    ConstantGate,
+    SoftmaxGate,
+    _softmax_objective,
+    check_gate_classifier,
+    make_gate,
+)
+
+TIGHT = {"tol": 1e-10, "max_iter": 1000}
+
+
+@pytest.fixture(scope="module")
+def softmax_data():
+    """Inputs and the exact soft targets of a known softmax model."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3))
+    coef = rng.normal(size=(3, 3))
+    intercept = rng.normal(size=3)
+    targets = softmax(X @ coef + intercept, axis=1)
+    return X, targets, coef, intercept
+
+
+@pytest.fixture(scope="module")
+def labelled_data():
+    """Overlapping classes: no gate runs to infinite coefficients."""
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(120, 2))
+    labels = rng.randint(3, size=120)
+    X[:, 0] += labels
+    return X, labels
+
+
+def _standardise(X):
+    return (X - X.mean(axis=0)) / X.std(axis=0)
+
+
+def _objective_reference(params, Xs, targets, weights, alpha):
+    """Loss of _softmax_objective written from its definition."""
+    n_features, n_experts = Xs.shape[1], targets.shape[1]
+    coef = params.reshape(n_features + 1, n_experts)
+    log_p = log_softmax(Xs @ coef[1:] + coef[0], axis=1)
+    cross_entropy = -np.sum(weights[:, None] * targets * log_p)
+    return (cross_entropy + 0.5 * alpha * np.sum(coef[1:] ** 2)) / weights.sum()
+
+
+# ---------------------------------------------------------------------------
+# _softmax_objective
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 25.0])
+def test_softmax_objective_loss_and_gradient(alpha):
+    rng = np.random.RandomState(2)
+    n, d, k = 30, 3, 4
+    Xs = rng.normal(size=(n, d))
+    targets = rng.dirichlet(np.ones(k), size=n)
+    weights = rng.uniform(0.2, 3.0, size=n)
+    params = rng.normal(size=(d + 1) * k)
+    args = (Xs, targets, weights, alpha)
+
+    loss, grad = _softmax_objective(params, *args)
+
+    assert grad.shape == params.shape
+    assert loss == pytest.approx(_objective_reference(params, *args), rel=1e-12)
+
+    def func(p):
+        return _softmax_objective(p, *args)[0]
+
+    def jac(p):
+        return _softmax_objective(p, *args)[1]
+
+    assert check_grad(func, jac, params, epsilon=1e-7) < 1e-5
+    numeric = approx_fprime(params, lambda p: _objective_reference(p, *args), 1e-7)
+    np.testing.assert_allclose(grad, numeric, atol=1e-5)
+
+
+def test_softmax_objective_penalty_spares_intercept():
+    rng = np.random.RandomState(3)
+    Xs = rng.normal(size=(10, 2))
+    targets = rng.dirichlet(np.ones(2), size=10)
+    weights = np.ones(10)
+    params = np.zeros((3, 2))
+    params[0] = [5.0, -5.0]  # intercept only
+    loss0, grad0 = _softmax_objective(params.ravel(), Xs, targets, weights, 0.0)
+    loss1, grad1 = _softmax_objective(params.ravel(), Xs, targets, weights, 10.0)
+    assert loss1 == pytest.approx(loss0, rel=1e-14)
+    np.testing.assert_allclose(grad1, grad0, rtol=1e-14)
+    params[1:] = 1.0
+    loss2, _ = _softmax_objective(params.ravel(), Xs, targets, weights, 10.0)
+    loss3, _ = _softmax_objective(params.ravel(), Xs, targets, weights, 0.0)
+    assert loss2 - loss3 == pytest.approx(0.5 * 10.0 * 4 / 10, rel=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# SoftmaxGate
+
+
+def test_softmax_gate_recovers_known_model(softmax_data):
+    X, targets, coef, intercept = softmax_data
+    gate = SoftmaxGate(alpha=0.0, **TIGHT).fit(X, targets)
+
+    proba = gate.predict_proba(X)
+    np.testing.assert_allclose(proba, targets, atol=1e-5)
+    # Softmax scores are defined up to a constant per row: compare centred.
+    np.testing.assert_allclose(
+        gate.coef_ - gate.coef_.mean(axis=1, keepdims=True),
+        coef - coef.mean(axis=1, keepdims=True),
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(
+        gate.intercept_ - gate.intercept_.mean(),
+        intercept - intercept.mean(),
+        atol=1e-4,
+    )
+    np.testing.assert_array_equal(gate.classes_, [0, 1, 2])
+    assert gate.n_features_in_ == 3
+    assert gate.penalty_ == 0.0
+
+
+def test_softmax_gate_predict_methods_agree(softmax_data):
+    X, targets, _, _ = softmax_data
+    gate = SoftmaxGate().fit(X, targets)
+    proba = gate.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(gate.predict_log_proba(X)), proba, rtol=1e-12)
+    np.testing.assert_array_equal(gate.predict(X), np.argmax(proba, axis=1))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_softmax_gate_matches_logistic_regression(labelled_data, alpha):
+    """Same objective as LogisticRegression with C = 1 / alpha on scaled X."""
+    X, labels = labelled_data
+    Xs = _standardise(X)
+    C = np.inf if alpha == 0 else 1.0 / alpha
+    lr = LogisticRegression(C=C, tol=1e-10, max_iter=1000).fit(Xs, labels)
+    gate = SoftmaxGate(alpha=alpha, **TIGHT).fit(Xs, labels)
+    np.testing.assert_allclose(gate.predict_proba(Xs), lr.predict_proba(Xs), atol=1e-5)
+
+
+def test_softmax_gate_unpenalised_is_invariant_to_scaling(labelled_data):
+    X, labels = labelled_data
+    gate = SoftmaxGate(alpha=0.0, **TIGHT).fit(X, labels)
+    scaled = SoftmaxGate(alpha=0.0, **TIGHT).fit(X * [1e-3, 1e4] + 7.0, labels)
+    np.testing.assert_allclose(
+        scaled.predict_proba(X * [1e-3, 1e4] + 7.0), gate.predict_proba(X), atol=1e-6
+    )
+
+
+def test_softmax_gate_hard_labels_equal_one_hot_targets(labelled_data):
+    X, labels = labelled_data
+    from_labels = SoftmaxGate(**TIGHT).fit(X, labels)
+    from_one_hot = SoftmaxGate(**TIGHT).fit(X, np.eye(3)[labels])
+    from_floats = SoftmaxGate(**TIGHT).fit(X, labels.astype(float))
+    expected = from_one_hot.predict_proba(X)
+    np.testing.assert_allclose(from_labels.predict_proba(X), expected, rtol=1e-12)
+    np.testing.assert_allclose(from_floats.predict_proba(X), expected, rtol=1e-12)
+
+
+def test_softmax_gate_warm_start_needs_fewer_iterations(softmax_data):
+    X, targets, _, _ = softmax_data
+    gate = SoftmaxGate(alpha=0.0, warm_start=True).fit(X, targets)
+    first = gate.n_iter_
+    first_proba = gate.predict_proba(X)
+    gate.fit(X, targets)
+    assert first > 2
+    assert gate.n_iter_ < first
+    np.testing.assert_allclose(gate.predict_proba(X), first_proba, atol=1e-6)
+
+    cold = SoftmaxGate(alpha=0.0, warm_start=False).fit(X, targets)
+    cold.fit(X, targets)
+    assert cold.n_iter_ == first
+
+
+def test_softmax_gate_refit_after_data_changed_in_place(softmax_data):
+    """A warm-started refit must see the new values of a reused X array."""
+    X0, targets, _, _ = softmax_data
+    X = np.array(X0, dtype=np.float64, order="C")
+    gate = SoftmaxGate(warm_start=True, **TIGHT).fit(X, targets)
+    X[:, 0] = 10.0 * X[:, 0] + 50.0  # same object, new values
+    gate.fit(X, targets)
+    fresh = SoftmaxGate(**TIGHT).fit(X.copy(), targets)
+    np.testing.assert_allclose(gate.coef_, fresh.coef_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gate.predict_proba(X), fresh.predict_proba(X), atol=1e-6)
+
+
+def test_softmax_gate_warm_start_ignores_mismatched_shape(softmax_data):
+    X, targets, _, _ = softmax_data
+    gate = SoftmaxGate(warm_start=True).fit(X, targets)
+    gate.fit(X[:, :2], targets[:, :2] / targets[:, :2].sum(axis=1, keepdims=True))
+    assert gate.coef_.shape == (2, 2)
+    assert gate.n_features_in_ == 2
+
+
+@pytest.mark.parametrize("column_scale", [1.0, 1e6, 1e-6])
+def test_softmax_gate_coef_reproduce_proba_on_original_scale(
+    softmax_data, column_scale
+):
+    X, targets, _, _ = softmax_data
+    X = X * np.array([1.0, column_scale, 1.0]) + np.array([0.0, 3.0, -2.0])
+    gate = SoftmaxGate(alpha=0.1).fit(X, targets)
+    rng = np.random.RandomState(4)
+    X_new = X[rng.permutation(len(X))[:20]] * 1.5
+    np.testing.assert_allclose(
+        softmax(X_new @ gate.coef_ + gate.intercept_, axis=1),
+        gate.predict_proba(X_new),
+        rtol=1e-8,
+        atol=1e-12,
+    )
+    assert gate.coef_.shape == (3, 3)
+    assert gate.intercept_.shape == (3,)
+
+
+def test_softmax_gate_constant_column(softmax_data):
+    X, targets, _, _ = softmax_data
+    X = np.column_stack([X, np.full(len(X), 5.0)])
+    gate = SoftmaxGate().fit(X, targets)
+    assert np.all(np.isfinite(gate.coef_))
+    np.testing.assert_allclose(gate.coef_[3], 0.0, atol=1e-12)
+    assert np.all(np.isfinite(gate.predict_proba(X)))
+
+
+@pytest.mark.parametrize("alpha", [0.01, 1.0, 30.0])
+def test_softmax_gate_penalty_attribute(softmax_data, alpha):
+    X, targets, _, _ = softmax_data
+    X = X * np.array([2.0, 0.5, 10.0])
+    gate = SoftmaxGate(alpha=alpha).fit(X, targets)
+    # The penalty is on the coefficients of the standardised features.
+    standardised_coef = gate.coef_ * X.std(axis=0)[:, None]
+    expected = 0.5 * alpha * np.sum(standardised_coef**2)
+    assert gate.penalty_ == pytest.approx(expected, rel=1e-8)
+    assert gate.penalty_ > 0
+
+
+def test_softmax_gate_larger_alpha_shrinks_coefficients(softmax_data):
+    X, targets, _, _ = softmax_data
+    norms = [
+        np.linalg.norm(SoftmaxGate(alpha=alpha).fit(X, targets).coef_)
+        for alpha in (0.0, 1.0, 10.0, 100.0, 1000.0)
+    ]
+    assert np.all(np.diff(norms) < 0)
+
+
+def test_softmax_gate_sample_weight_equals_repeated_rows(labelled_data):
+    X, labels = labelled_data
+    weights = np.ones(len(X))
+    weights[::3] = 2.0
+    repeat = np.repeat(np.arange(len(X)), weights.astype(int))
+    weighted = SoftmaxGate(alpha=0.5, **TIGHT).fit(X, labels, sample_weight=weights)
+    repeated = SoftmaxGate(alpha=0.5, **TIGHT).fit(X[repeat], labels[repeat])
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_, atol=1e-6)
+    np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, atol=1e-6)
+
+
+def test_softmax_gate_zero_weight_rows_are_ignored(labelled_data):
+    X, labels = labelled_data
+    weights = np.ones(len(X))
+    weights[:30] = 0.0
+    X_noisy = X.copy()
+    X_noisy[:30] = 1e3  # would move the standardisation if it were counted
+    weighted = SoftmaxGate(alpha=0.5, **TIGHT).fit(X_noisy, labels, weights)
+    dropped = SoftmaxGate(alpha=0.5, **TIGHT).fit(X[30:], labels[30:])
+    np.testing.assert_allclose(weighted.coef_, dropped.coef_, atol=1e-6)
+    np.testing.assert_allclose(weighted.intercept_, dropped.intercept_, atol=1e-6)
+
+
+def test_softmax_gate_convergence_warning(softmax_data):
+    X, targets, _, _ = softmax_data
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        gate = SoftmaxGate(alpha=0.0, max_iter=1).fit(X, targets)
+    assert gate.n_iter_ == 1
+
+
+def test_softmax_gate_feature_names(softmax_data):
+    X, targets, _, _ = softmax_data
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    gate = SoftmaxGate().fit(frame, targets)
+    np.testing.assert_array_equal(gate.feature_names_in_, ["a", "b", "c"])
+    np.testing.assert_allclose(
+        gate.predict_proba(frame), SoftmaxGate().fit(X, targets).predict_proba(X)
+    )
+    with pytest.raises(ValueError, match="feature names"):
+        gate.predict_proba(frame[["a", "b"]])
+
+
+def test_softmax_gate_not_fitted():
+    with pytest.raises(NotFittedError):
+        SoftmaxGate().predict_proba(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"alpha": -1.0}, "alpha"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"tol": -1e-3}, "tol"),
+        ({"warm_start": "yes"}, "warm_start"),
+    ],
+)
+def test_softmax_gate_invalid_parameters(labelled_data, params, name):
+    X, labels = labelled_data
+    with pytest.raises(ValueError, match=name):
+        SoftmaxGate(**params).fit(X, labels)
+
+
+def _bad_targets():
+    good = np.full((6, 2), 0.5)
+    negative = good.copy()
+    negative[0] = [1.5, -0.5]
+    not_summing = good.copy()
+    not_summing[2] = [0.5, 0.6]
+    with_nan = good.copy()
+    with_nan[1, 0] = np.nan
+    return [
+        pytest.param(negative, "non-negative", id="negative"),
+        pytest.param(not_summing, "sum to 1", id="rows-not-summing-to-1"),
+        pytest.param(with_nan, "finite", id="nan"),
+        pytest.param(np.full((5, 2), 0.5), "n_samples=6", id="wrong-n-rows"),
+        pytest.param(np.full((6, 2, 1), 0.5), "shape", id="3d"),
+        pytest.param(np.array([0, 1, -1, 0, 1, 0]), ">= 0", id="negative-label"),
+        pytest.param(np.array([0, 0.5, 1, 0, 1, 0]), "integers", id="float-label"),
+    ]
+
+
+@pytest.mark.parametrize("gate", [SoftmaxGate(), ConstantGate()], ids=type)
+@pytest.mark.parametrize(("targets", "match"), _bad_targets())
+def test_gate_invalid_targets(gate, targets, match):
+    with pytest.raises(ValueError, match=match):
+        gate.fit(np.arange(12.0).reshape(6, 2), targets)
+
+
+# ---------------------------------------------------------------------------
+# ConstantGate
+
+
+def test_constant_gate_proportions_are_weighted_mean():
+    rng = np.random.RandomState(5)
+    X = rng.normal(size=(40, 2))
+    targets = rng.dirichlet(np.ones(3), size=40)
+    weights = rng.uniform(0.1, 2.0, size=40)
+    gate = ConstantGate().fit(X, targets, sample_weight=weights)
+
+    expected = np.average(targets, axis=0, weights=weights)
+    np.testing.assert_allclose(gate.proportions_, expected, rtol=1e-12)
+    assert gate.proportions_.sum() == pytest.approx(1.0)
+    assert gate.penalty_ == 0.0
+    np.testing.assert_array_equal(gate.classes_, [0, 1, 2])
+
+    X_new = rng.normal(size=(7, 2)) * 100
+    proba = gate.predict_proba(X_new)
+    assert proba.shape == (7, 3)
+    np.testing.assert_allclose(proba, np.tile(expected, (7, 1)), rtol=1e-12)
+    np.testing.assert_array_equal(gate.predict(X_new), np.argmax(expected))
+
+
+def test_constant_gate_hard_labels_and_empty_expert():
+    gate = ConstantGate().fit(np.zeros((4, 1)), np.array([0, 0, 0, 2]))
+    np.testing.assert_allclose(gate.proportions_, [0.75, 0.0, 0.25])
+    log_proba = gate.predict_log_proba(np.zeros((2, 1)))
+    # An expert with no weight keeps a finite (very negative) log gate.
+    assert np.all(np.isfinite(log_proba))
+    assert np.all(log_proba[:, 1] < -700)
+    np.testing.assert_allclose(log_proba[:, [0, 2]], np.log([[0.75, 0.25]] * 2))
+
+
+def test_constant_gate_checks_n_features():
+    gate = ConstantGate().fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="features"):
+        gate.predict_proba(np.zeros((3, 3)))
+    with pytest.raises(NotFittedError):
+        ConstantGate().predict(np.zeros((2, 2)))
+
+
+# ---------------------------------------------------------------------------
+# ClassifierGate
+
+
+class _RecordingClassifier(ClassifierMixin, BaseEstimator):
+    """Records what fit receives; predicts uniform probabilities."""
+
+    def fit(self, X, y, sample_weight=None, groups=None):
+        self.X_, self.y_ = np.asarray(X), np.asarray(y)
+        self.sample_weight_, self.groups_ = sample_weight, groups
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        n = len(self.classes_)
+        return np.full((len(X), n), 1.0 / n)
+
+
+def test_classifier_gate_stacks_weighted_copies():
+    X = np.arange(8.0).reshape(4, 2)
+    targets = np.array([[1.0, 0.0], [0.25, 0.75], [0.5, 0.5], [1e-12, 1.0 - 1e-12]])
+    weights = np.array([1.0, 2.0, 3.0, 4.0])
+    groups = np.array([10, 11, 12, 13])
+    gate = ClassifierGate(_RecordingClassifier()).fit(
+        X, targets, sample_weight=weights, groups=groups
+    )
+    rec = gate.estimator_
+
+    # (row, label) pairs with weight w_i * T_ik; negligible ones dropped.
+    rows = np.array([0, 1, 1, 2, 2, 3])
+    labels = np.array([0, 0, 1, 0, 1, 1])
+    np.testing.assert_array_equal(rec.X_, X[rows])
+    np.testing.assert_array_equal(rec.y_, labels)
+    np.testing.assert_allclose(
+        rec.sample_weight_, weights[rows] * targets[rows, labels]
+    )
+    np.testing.assert_array_equal(rec.groups_, groups[rows])
+    # The summed stacked weight of a row is its own weight.
+    np.testing.assert_allclose(np.bincount(rows, rec.sample_weight_), weights)
+
+
+def test_classifier_gate_one_hot_equals_classifier_on_labels(labelled_data):
+    X, labels = labelled_data
+    lr = LogisticRegression(tol=1e-8, max_iter=500)
+    gate = ClassifierGate(lr).fit(X, np.eye(3)[labels])
+    direct = LogisticRegression(tol=1e-8, max_iter=500).fit(X, labels)
+    np.testing.assert_allclose(gate.predict_proba(X), direct.predict_proba(X))
+    np.testing.assert_array_equal(gate.predict(X), direct.predict(X))
+    assert gate.estimator_ is not lr
+    assert not hasattr(lr, "coef_")  # the user's object is left unfitted
+
+
+def test_classifier_gate_soft_targets_match_softmax_gate(softmax_data):
+    """Stacked weighted copies minimise the soft cross-entropy."""
+    X, targets, _, _ = softmax_data
+    weights = np.random.RandomState(6).uniform(0.5, 2.0, size=len(X))
+    lr = LogisticRegression(C=1.0, tol=1e-10, max_iter=1000)
+    # SoftmaxGate penalises the coefficients of the features standardised
+    # with the weighted moments: give both gates data standardised that way.
+    mean = np.average(X, axis=0, weights=weights)
+    std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
+    Xw = (X - mean) / std
+    gate = ClassifierGate(lr).fit(Xw, targets, sample_weight=weights)
+    reference = SoftmaxGate(alpha=1.0, **TIGHT).fit(Xw, targets, weights)
+    np.testing.assert_allclose(
+        gate.predict_proba(Xw), reference.predict_proba(Xw), atol=1e-5
+    )
+
+
+def test_classifier_gate_absent_expert_keeps_its_column():
+    rng = np.random.RandomState(7)
+    X = rng.normal(size=(30, 2))
+    labels = np.where(X[:, 0] > 0, 2, 0)  # expert 1 never appears
+    for y in (labels, np.eye(3)[labels]):
+        gate = ClassifierGate(LogisticRegression()).fit(X, y)
+        proba = gate.predict_proba(X)
+        assert proba.shape == (30, 3)
+        np.testing.assert_array_equal(gate.classes_, [0, 1, 2])
+        assert np.all(proba[:, 1] < 1e-300)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+        assert np.all(np.isfinite(gate.predict_log_proba(X)))
+        assert set(gate.predict(X)) <= {0, 2}
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [np.ones((30, 1)), np.tile([0.0, 1.0], (30, 1))],
+    ids=["one-expert", "all-weight-on-expert-1"],
+)
+def test_classifier_gate_single_present_expert(targets):
+    """Targets with one expert only (n_experts=1, or a collapsed expert).
+
+    SoftmaxGate and ConstantGate give that expert probability 1; a classifier
+    gate must too, even when its classifier refuses single-class data.
+    """
+    X = np.random.RandomState(8).normal(size=(30, 2))
+    expected = np.zeros(targets.shape)
+    expected[:, -1] = 1.0
+    for reference in (SoftmaxGate(), ConstantGate()):
+        proba = reference.fit(X, targets).predict_proba(X)
+        np.testing.assert_allclose(proba, expected, atol=1e-5)
+    gate = ClassifierGate(LogisticRegression()).fit(X, targets)
+    np.testing.assert_allclose(gate.predict_proba(X), expected, atol=1e-5)
+
+
+def test_classifier_gate_refit_uses_new_estimator(labelled_data):
+    """fit must clone the current `estimator`, not reuse a stale fitted one."""
+    X, labels = labelled_data
+    gate = ClassifierGate(LogisticRegression(C=1e-3)).fit(X, labels)
+    gate.set_params(estimator=DecisionTreeClassifier(max_depth=1, random_state=0))
+    gate.fit(X, labels)
+    assert isinstance(gate.estimator_, DecisionTreeClassifier)
+
+
+def test_classifier_gate_refit_uses_new_estimator_params(labelled_data):
+    X, labels = labelled_data
+    gate = ClassifierGate(LogisticRegression(C=1e-3)).fit(X, labels)
+    gate.set_params(estimator__C=100.0)
+    gate.fit(X, labels)
+    assert gate.estimator_.C == 100.0
+    direct = LogisticRegression(C=100.0).fit(X, labels)
+    np.testing.assert_allclose(gate.predict_proba(X), direct.predict_proba(X))
+
+
+def test_classifier_gate_rejects_unsuitable_classifiers(labelled_data):
+    X, labels = labelled_data
+    with pytest.raises(ValueError, match="estimator"):
+        ClassifierGate(LinearSVC()).fit(X, labels)
+    with pytest.raises(TypeError, match="sample_weight"):
+        ClassifierGate(KNeighborsClassifier()).fit(X, labels)
+
+
+# ---------------------------------------------------------------------------
+# make_gate and check_gate_classifier
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        ("softmax", SoftmaxGate),
+        ("constant", ConstantGate),
+        (SoftmaxGate(alpha=0.25, max_iter=500), SoftmaxGate),
+        (ConstantGate(), ConstantGate),
+        (ClassifierGate(LogisticRegression(C=3.0)), ClassifierGate),
+        (LogisticRegression(C=3.0), ClassifierGate),
+        (DecisionTreeClassifier(max_depth=2), ClassifierGate),
+    ],
+    ids=lambda v: v if isinstance(v, str) else type(v).__name__,
+)
+def test_make_gate_returns_fresh_unfitted_gate(labelled_data, spec, kind):
+    X, labels = labelled_data
+    if not isinstance(spec, str):
+        spec.fit(X, labels)  # a fitted spec must not leak into the gate
+    gate = make_gate(spec)
+    assert type(gate) is kind
+    assert gate is not spec
+    with pytest.raises(NotFittedError):
+        gate.predict_proba(X)
+    if isinstance(spec, (SoftmaxGate, ConstantGate, ClassifierGate)):
+        assert gate.get_params(deep=False).keys() == spec.get_params(deep=False).keys()
+        if isinstance(spec, SoftmaxGate):
+            assert (gate.alpha, gate.max_iter) == (0.25, 500)
+    elif not isinstance(spec, str):
+        assert gate.estimator is not spec
+        assert gate.estimator.get_params() == spec.get_params()
+        assert not hasattr(gate.estimator, "classes_")
+    # Each call gives a new object.
+    assert make_gate(spec) is not gate
+    assert gate.fit(X, labels).predict_proba(X).shape == (len(X), 3)
+
+
+def test_make_gate_defaults():
+    assert make_gate("softmax").get_params() == SoftmaxGate().get_params()
+
+
+@pytest.mark.parametrize("spec", ["linear", "Softmax", ""])
+def test_make_gate_unknown_string(spec):
+    with pytest.raises(ValueError, match="gate="):
+        make_gate(spec)
+
+
+def test_make_gate_without_predict_proba():
+    with pytest.raises(TypeError, match="predict_proba"):
+        make_gate(LinearSVC())
+
+
+def test_make_gate_without_sample_weight():
+    with pytest.raises(TypeError, match="sample_weight"):
+        make_gate(KNeighborsClassifier())
+
+
+@pytest.mark.parametrize(
+    ("estimator", "match"),
+    [(LinearSVC(), "predict_proba"), (KNeighborsClassifier(), "sample_weight")],
+)
+def test_check_gate_classifier_names_parameter(estimator, match):
+    with pytest.raises(TypeError, match=f"The my_gate .*{match}"):
+        check_gate_classifier(estimator, "my_gate")
+    check_gate_classifier(LogisticRegression(), "my_gate")  # no error
