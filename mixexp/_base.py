@@ -46,6 +46,12 @@ from mixexp.partition import initial_responsibilities, resolve_feature_groups
 _COLLAPSED_ROWS = 1e-3
 _MAX_RESEEDS_PER_EXPERT = 3
 
+# A row whose responsibility for an expert is below this is left out of that
+# expert's fit. Its weight would change the expert's parameters by about
+# this relative amount (far below any tolerance here), while leaving it out
+# saves a copy and a pass of the row per expert and iteration.
+_NEGLIGIBLE_RESPONSIBILITY = 1e-8
+
 
 @dataclass
 class _Solution:
@@ -456,6 +462,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             if solution.converged:
                 break
         solution.resp = resp
+        if isinstance(solution.gate, SoftmaxGate):
+            solution.gate._clear_cache()
         if self.verbose:
             state = "converged" if solution.converged else "did not converge"
             lapse = time.perf_counter() - start
@@ -497,14 +505,19 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         return resp
 
     def _fit_experts(self, context, resp, seeds, previous):
-        """M-step for the experts: each fitted on its weighted (or own) rows."""
+        """M-step for the experts: each fitted on its weighted (or own) rows.
+
+        Rows whose responsibility for an expert is negligible are left out
+        of that expert's fit: this is what makes an EM iteration cost about
+        one fit on all rows rather than one per expert, once the experts
+        have specialised.
+        """
         w = context.sample_weight
-        hard = self.training != "em"
         jobs = []
         for k, template in enumerate(context.templates):
             weights = w * resp[:, k]
-            rows = np.flatnonzero(weights > 0) if hard else None
-            if hard and rows.size == 0:
+            rows = np.flatnonzero(weights > _NEGLIGIBLE_RESPONSIBILITY * w)
+            if rows.size == 0:
                 jobs.append(None)  # keeps the previous fit (the gate gives it ~0)
                 continue
             jobs.append(
@@ -515,7 +528,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                     context.X_parts[k],
                     context.y_fit,
                     weights,
-                    rows,
+                    None if rows.size == weights.size else rows,
                     self._expert_params(context, k),
                     seeds[k],
                 )
@@ -720,8 +733,8 @@ def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
         params = {
             key: take_rows(value, rows, n_samples) for key, value in params.items()
         }
-        if np.all(weights == weights[0]):
-            weights = None
+    if not _supports_sample_weight(template):
+        weights = None  # fit checked that the weights are uniform
     try:
         return mixture._fit_one(estimator, X, y, weights, params)
     except Exception as exc:

@@ -8,7 +8,6 @@ Notation: ``n`` rows, ``K`` experts, ``m`` regression outputs, ``C`` classes,
 """
 
 import numpy as np
-from scipy.special import logsumexp
 
 # Smallest probability an expert may give to the observed class. It keeps the
 # log-likelihood finite when an expert never saw a class (or is certain and
@@ -21,6 +20,19 @@ PROBA_FLOOR = 1e-12
 NOISE_VARIANCE_FLOOR = 1e-6
 
 _LOG_2PI = np.log(2.0 * np.pi)
+
+
+def logsumexp_rows(a):
+    """``log(sum(exp(a), axis=1))`` for a 2-D array, overflow-safe.
+
+    The same as ``scipy.special.logsumexp(a, axis=1)``, which is about three
+    times slower on (n, K) arrays because of its generic array-API dispatch;
+    this runs on every EM iteration.
+    """
+    shift = a.max(axis=1)
+    shift[~np.isfinite(shift)] = 0.0
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(a - shift[:, np.newaxis]).sum(axis=1)) + shift
 
 
 def e_step(log_gate, log_likelihood):
@@ -41,7 +53,7 @@ def e_step(log_gate, log_likelihood):
         ``log p(y_i | x_i) = logsumexp_k(log g_k + log p_k)``.
     """
     joint = log_gate + log_likelihood
-    log_prob = logsumexp(joint, axis=1)
+    log_prob = logsumexp_rows(joint)
     return joint - log_prob[:, np.newaxis], log_prob
 
 

@@ -19,8 +19,8 @@ import numbers
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, clone
+from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import (
@@ -30,6 +30,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from mixexp._em import logsumexp_rows
 from mixexp._utils import take_rows
 
 __all__ = ["ClassifierGate", "ConstantGate", "SoftmaxGate"]
@@ -77,22 +78,30 @@ def _softmax_objective(params, Xs, targets, weights, alpha):
     """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
 
     Both are divided by the total weight so that the tolerances of the
-    optimiser do not depend on the number of rows.
+    optimiser do not depend on the number of rows. Rows of the targets sum
+    to one, which gives ``loss_i = log sum_k exp(z_ik) - sum_k T_ik z_ik``
+    and ``d loss_i / d z_ik = P_ik - T_ik``; the code uses only a handful of
+    passes over the (n, K) scores, since this runs many times per EM step.
     """
     n_features = Xs.shape[1]
     n_experts = targets.shape[1]
     coef = params.reshape(n_features + 1, n_experts)
     scores = Xs @ coef[1:]
     scores += coef[0]
-    log_proba = scores - logsumexp(scores, axis=1, keepdims=True)
+    log_norm = logsumexp_rows(scores)
     total = weights.sum()
-    loss = -np.sum(weights @ (targets * log_proba)) / total
+    scaled = weights / total
+    loss = scaled @ log_norm - np.sum(scaled @ (targets * scores))
     loss += 0.5 * alpha * np.sum(coef[1:] ** 2) / total
-    # Rows of the targets sum to one, so d loss / d score = w * (P - T).
-    residual = (np.exp(log_proba) - targets) * (weights / total)[:, np.newaxis]
+    # P - T, weighted, computed in place in the scores buffer.
+    scores -= log_norm[:, np.newaxis]
+    np.exp(scores, out=scores)
+    scores -= targets
+    scores *= scaled[:, np.newaxis]
     grad = np.empty_like(coef)
-    grad[0] = residual.sum(axis=0)
-    grad[1:] = Xs.T @ residual + alpha * coef[1:] / total
+    grad[0] = scores.sum(axis=0)
+    grad[1:] = Xs.T @ scores
+    grad[1:] += alpha * coef[1:] / total
     return loss, grad.ravel()
 
 
@@ -193,15 +202,17 @@ class SoftmaxGate(BaseEstimator):
         X = validate_data(self, X, reset=True, dtype=np.float64)
         targets = _as_soft_targets(y, X.shape[0])
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        self._clear_cache()  # X may be new data, or the same array changed
         return self._fit(X, targets, weights, warn=True)
 
     def _fit(self, X, targets, weights, warn):
-        """Fit on validated arrays (the EM loop calls this directly)."""
+        """Fit on validated arrays (the EM loop calls this directly).
+
+        Inside one EM run X never changes, so its standardisation is
+        computed once and reused (with ``warm_start``).
+        """
         n_features, n_experts = X.shape[1], targets.shape[1]
-        mean = np.average(X, axis=0, weights=weights)
-        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
-        scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
-        Xs = (X - mean) / scale
+        mean, scale, Xs = self._standardise(X, weights)
 
         start = np.zeros((n_features + 1, n_experts))
         previous = getattr(self, "_params", None)
@@ -234,6 +245,28 @@ class SoftmaxGate(BaseEstimator):
         self.classes_ = np.arange(n_experts)
         return self
 
+    def _standardise(self, X, weights):
+        """Weighted standardisation of X, reused while EM refits on the same X."""
+        cache = getattr(self, "_standardised", None)
+        if cache is not None and cache[0] is X and np.array_equal(cache[1], weights):
+            return cache[2:]
+        mean = np.average(X, axis=0, weights=weights)
+        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
+        scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
+        Xs = (X - mean) / scale
+        if self.warm_start:
+            self._standardised = (X, weights, mean, scale, Xs)
+        return mean, scale, Xs
+
+    def _clear_cache(self):
+        self._standardised = None
+
+    def __getstate__(self):
+        # The standardisation cache holds the training data: never pickle it.
+        state = super().__getstate__()
+        state.pop("_standardised", None)
+        return state
+
     def _scores(self, X):
         return (X - self._mean) / self._scale @ self._params[1:] + self._params[0]
 
@@ -245,7 +278,7 @@ class SoftmaxGate(BaseEstimator):
 
     def _predict_log_proba(self, X):
         scores = self._scores(X)
-        return scores - logsumexp(scores, axis=1, keepdims=True)
+        return scores - logsumexp_rows(scores)[:, np.newaxis]
 
     def predict_proba(self, X):
         """Gate probabilities, shape (n_samples, n_experts); rows sum to 1."""
@@ -404,6 +437,7 @@ class ClassifierGate(BaseEstimator):
         X = validate_data(self, X, reset=True, dtype=np.float64)
         targets = _as_soft_targets(y, X.shape[0])
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        self.estimator_ = clone(self.estimator)
         return self._fit(X, targets, weights, warn=True, **fit_params)
 
     def _fit(self, X, targets, weights, warn, **fit_params):
@@ -414,11 +448,21 @@ class ClassifierGate(BaseEstimator):
         params = {
             key: take_rows(value, rows, n_samples) for key, value in fit_params.items()
         }
-        if not hasattr(self, "estimator_") or self.estimator_ is None:
+        # Within EM the same clone is refitted at each step (fit() makes a
+        # fresh one), so classifiers with warm_start can use it.
+        if getattr(self, "estimator_", None) is None:
             self.estimator_ = clone(self.estimator)
-        self.estimator_.fit(
-            X[rows], labels, sample_weight=stacked_weight[rows, labels], **params
-        )
+        estimator = self.estimator_
+        if np.unique(labels).shape[0] < 2:
+            # One expert holds all the weight: most classifiers refuse a
+            # single class, and the answer (probability 1) needs no model.
+            estimator = DummyClassifier(strategy="prior")
+            self._constant = estimator.fit(X[rows], labels)
+        else:
+            self._constant = None
+            estimator.fit(
+                X[rows], labels, sample_weight=stacked_weight[rows, labels], **params
+            )
         self.penalty_ = 0.0
         self.classes_ = np.arange(n_experts)
         return self
@@ -430,9 +474,10 @@ class ClassifierGate(BaseEstimator):
         return self._predict_log_proba(X)
 
     def _predict_log_proba(self, X):
-        proba = self.estimator_.predict_proba(X)
+        fitted = self._constant if self._constant is not None else self.estimator_
+        proba = fitted.predict_proba(X)
         full = np.zeros((X.shape[0], self.classes_.shape[0]))
-        full[:, self.estimator_.classes_.astype(int)] = proba
+        full[:, fitted.classes_.astype(int)] = proba
         return _log_proba_from_proba(full)
 
     def predict_proba(self, X):

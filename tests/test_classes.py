@@ -434,6 +434,7 @@ def test_grid_search_over_the_four_parts():
 class _RecordingRegressor(LinearRegression):
     def fit(self, X, y, sample_weight=None, extra=None):
         self.extra_seen_ = extra
+        self.rows_seen_ = X[:, 0].copy()
         return super().fit(X, y, sample_weight=sample_weight)
 
 
@@ -458,11 +459,11 @@ def test_metadata_routing_reaches_experts_and_gate(regimes, training):
         assert moe.get_metadata_routing().consumes("fit", ["extra"]) == {"extra"}
         moe.fit(X, y, extra=extra)
     seen = [expert.extra_seen_ for expert in moe.experts_]
-    if training == "em":
-        for rows in seen:
-            np.testing.assert_array_equal(rows, extra)
-    else:
-        # Each expert sees the metadata of its own rows, and all rows are seen.
+    for expert in moe.experts_:
+        # The metadata follows the rows each expert is fitted on.
+        np.testing.assert_array_equal(X[expert.extra_seen_, 0], expert.rows_seen_)
+    if training == "hard":
+        # Each row goes to exactly one expert.
         np.testing.assert_array_equal(np.sort(np.concatenate(seen)), extra)
     gate_seen = moe.gate_.estimator_.extra_seen_
     assert set(gate_seen) <= set(extra) and len(gate_seen) >= len(extra)
