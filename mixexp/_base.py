@@ -16,8 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn import get_config
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
+from sklearn.base import (
+    BaseEstimator,
+    MetaEstimatorMixin,
+    _fit_context,
+    clone,
+    is_classifier,
+)
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -38,6 +45,7 @@ from mixexp._utils import take_rows
 from mixexp.exceptions import CollapsedExpertWarning
 from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate, make_gate
 from mixexp.partition import initial_responsibilities, resolve_feature_groups
+from mixexp.routing import capacity_assign, expert_capacity, load_balance, top_k_weights
 
 # An expert whose share of the responsibility falls below this many rows'
 # worth of weight has collapsed: it explains nothing, and its M-step would
@@ -61,10 +69,12 @@ class _Solution:
     gate: object
     noise_variance: object
     resp: np.ndarray
+    mstep: np.ndarray = None
     history: list = field(default_factory=list)
     n_iter: int = 0
     converged: bool = False
     n_reseeds: np.ndarray = None
+    reseeded_at: int = -1
 
     @property
     def lower_bound(self):
@@ -85,6 +95,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         "feature_groups": [list, tuple, None],
         "training": [StrOptions({"em", "hard", "fixed"})],
         "pooling": [StrOptions({"weighted", "argmax"})],
+        "top_k": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "capacity_factor": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "overflow": [StrOptions({"next", "drop"})],
+        "cv": ["cv_object"],
+        "min_expert_load": [Interval(numbers.Real, 0, 1, closed="left"), None],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -105,6 +120,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         feature_groups=None,
         training="em",
         pooling="weighted",
+        top_k=None,
+        capacity_factor=None,
+        overflow="next",
+        cv=None,
+        min_expert_load=None,
         max_iter=100,
         tol=1e-4,
         n_init=1,
@@ -120,6 +140,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         self.feature_groups = feature_groups
         self.training = training
         self.pooling = pooling
+        self.top_k = top_k
+        self.capacity_factor = capacity_factor
+        self.overflow = overflow
+        self.cv = cv
+        self.min_expert_load = min_expert_load
         self.max_iter = max_iter
         self.tol = tol
         self.n_init = n_init
@@ -273,6 +298,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 "expert needs rows to learn from."
             )
         self._check_templates(templates, np.all(sample_weight == sample_weight[0]))
+        self._check_routing_params(n_experts)
         gate_template = make_gate(self.gate)
 
         if self.feature_groups is None:
@@ -287,30 +313,34 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             X_parts = [X[:, g] for g in groups]
 
         rng = check_random_state(self.random_state)
-        noise_floor = self._noise_floor(y, sample_weight)
+        splits = None
+        if self.cv is not None:
+            cv = check_cv(self.cv, y_fit, classifier=is_classifier(self))
+            splits = list(cv.split(X, y_fit))
         context = _FitContext(
             X=X,
             y=y,
             y_fit=y_fit,
             X_parts=X_parts,
             sample_weight=sample_weight,
-            noise_floor=noise_floor,
+            noise_floor=self._noise_floor(y, sample_weight),
             templates=templates,
             routed=routed,
+            splits=splits,
         )
 
         if warm:
             solution = self._warm_solution(context)
             best = self._run_em(context, solution, rng)
         else:
-            best = None
-            for init in range(self.n_init):
-                if self.verbose:
-                    print(f"Initialization {init}")
-                solution = self._initial_solution(context, gate_template, rng)
-                solution = self._run_em(context, solution, rng)
-                if best is None or solution.lower_bound > best.lower_bound:
-                    best = solution
+            # One seed per initialisation, drawn up front, so that the runs
+            # can go in parallel and give the same result as in sequence.
+            seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_init)
+            runs = Parallel(n_jobs=self.n_jobs, prefer="threads")(
+                delayed(self._single_run)(context, gate_template, init, seed)
+                for init, seed in enumerate(seeds)
+            )
+            best = max(runs, key=lambda run: run.lower_bound)
 
         if not best.converged and self.training != "fixed":
             warnings.warn(
@@ -321,7 +351,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        if np.any(best.n_reseeds > 0):
+        if np.any(best.n_reseeds > 0) and self.min_expert_load is None:
             warnings.warn(
                 f"Experts {np.flatnonzero(best.n_reseeds).tolist()} collapsed (their "
                 "share of the responsibility fell to about zero) and were re-seeded "
@@ -339,7 +369,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         self.converged_ = best.converged
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = list(best.history)
-        self.expert_load_ = _em.expert_load(best.resp, sample_weight)
+        total = sample_weight.sum()
+        self.expert_load_ = sample_weight @ best.mstep / total
+        dropped = best.mstep.sum(axis=1) == 0
+        self.dropped_fraction_ = sample_weight[dropped].sum() / total
+        self.load_balance_ = load_balance(np.exp(best.gate._predict_log_proba(X)))
         self.n_reseeds_ = best.n_reseeds
         self._noise_variance = best.noise_variance
         self._store_noise(best.noise_variance)
@@ -376,13 +410,75 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         params = context.routed["experts"]
         return params[k] if len(params) > 1 else params[0]
 
+    def _check_routing_params(self, n_experts):
+        if self.top_k is not None:
+            if self.top_k > n_experts:
+                raise ValueError(
+                    f"top_k={self.top_k} exceeds the number of experts {n_experts}."
+                )
+            if self.pooling == "argmax" and self.top_k != 1:
+                raise ValueError(
+                    f"pooling='argmax' keeps one expert, but top_k={self.top_k}: use "
+                    "pooling='weighted' with top_k, or top_k=None."
+                )
+        if self.min_expert_load is not None and self.min_expert_load >= 1 / n_experts:
+            raise ValueError(
+                f"min_expert_load={self.min_expert_load} cannot be met by "
+                f"{n_experts} experts: it must be below 1 / n_experts."
+            )
+
+    def _single_run(self, context, gate_template, init, seed):
+        """One EM run from a fresh initial partition."""
+        if self.verbose:
+            print(f"Initialization {init}")
+        rng = np.random.RandomState(seed)
+        solution = self._initial_solution(context, gate_template, rng)
+        return self._run_em(context, solution, rng)
+
+    def _assign(self, posterior, context):
+        """Gate targets and M-step weights from the posterior responsibilities.
+
+        Soft EM uses the posterior itself; hard EM each row's most responsible
+        expert. A capacity then limits the rows each expert is fitted on:
+        under hard EM by Switch rules (rows beyond an expert's capacity go to
+        their next choice or are dropped), under soft EM by keeping each
+        expert's most responsible rows.
+        """
+        if self.training == "em":
+            targets = posterior
+            if self.capacity_factor is None:
+                return targets, targets
+            n_samples, n_experts = posterior.shape
+            capacity = expert_capacity(n_samples, n_experts, self.capacity_factor)
+            mstep = np.zeros_like(posterior)
+            if capacity >= n_samples:
+                return targets, posterior
+            top = np.argpartition(-posterior, capacity - 1, axis=0)[:capacity]
+            columns = np.arange(n_experts)[np.newaxis, :]
+            mstep[top, columns] = posterior[top, columns]
+            return targets, mstep
+        hard = _em.harden(posterior)
+        if self.capacity_factor is None:
+            return hard, hard
+        n_samples, n_experts = posterior.shape
+        capacity = expert_capacity(n_samples, n_experts, self.capacity_factor)
+        assignment = capacity_assign(posterior, capacity, self.overflow)
+        kept = np.flatnonzero(assignment >= 0)
+        mstep = np.zeros_like(posterior)
+        mstep[kept, assignment[kept]] = 1.0
+        targets = hard.copy()
+        targets[kept] = mstep[kept]
+        return targets, mstep
+
     def _initial_solution(self, context, gate_template, rng):
         """Responsibilities from the partition and a fresh gate."""
         n_experts = len(context.templates)
         resp = initial_responsibilities(
             context.X, self.partition, n_experts, context.sample_weight, rng
         )
-        resp = _em.soften(resp) if self.training == "em" else _em.harden(resp)
+        # Softened for every training mode: soft EM starts from it, and hard
+        # EM keeps its argmax while capacity routing needs its ranking.
+        resp = _em.soften(resp)
         gate = clone(gate_template)
         if isinstance(gate, SoftmaxGate):
             gate.set_params(warm_start=True)
@@ -402,8 +498,6 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         log_lik = self._expert_log_likelihood(context.y, outputs, noise)
         log_resp, _ = _em.e_step(gate._predict_log_proba(context.X), log_lik)
         resp = np.exp(log_resp)
-        if self.training != "em":
-            resp = _em.harden(resp)
         return _Solution(
             experts=self.experts_,
             gate=gate,
@@ -417,18 +511,22 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         n_experts = len(context.templates)
         seeds = rng.randint(np.iinfo(np.int32).max, size=n_experts)
         w = context.sample_weight
-        resp = self._reseed_collapsed(solution, solution.resp, None, context)
+        posterior = self._reseed_collapsed(solution, solution.resp, None, context)
+        targets, mstep = self._assign(posterior, context)
         max_iter = 1 if self.training == "fixed" else self.max_iter
         start = time.perf_counter()
         for n_iter in range(1, max_iter + 1):
-            experts = self._fit_experts(context, resp, seeds, solution.experts)
-            outputs = self._expert_outputs(experts, context.X_parts)
-            noise = self._fit_noise(context.y, outputs, resp, w, context.noise_floor)
+            experts = self._fit_experts(context, mstep, seeds, solution.experts)
+            if context.splits is None:
+                outputs = self._expert_outputs(experts, context.X_parts)
+            else:
+                outputs = self._out_of_fold_outputs(context, mstep, seeds, experts)
+            noise = self._fit_noise(context.y, outputs, mstep, w, context.noise_floor)
             gate = solution.gate
             with warnings.catch_warnings():
                 # A capped gate fit is a generalised EM step, not a failure.
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                gate._fit(context.X, resp, w, warn=False, **context.routed["gate"])
+                gate._fit(context.X, targets, w, warn=False, **context.routed["gate"])
             log_lik = self._expert_log_likelihood(context.y, outputs, noise)
             log_resp, log_prob = _em.e_step(gate._predict_log_proba(context.X), log_lik)
             objective = _em.mean_log_likelihood(log_prob, w) - gate.penalty_ / w.sum()
@@ -436,10 +534,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             previous = solution.history[-1] if solution.history else None
             solution.history.append(objective)
             solution.experts, solution.noise_variance = experts, noise
-            solution.n_iter = n_iter
-            new_resp = np.exp(log_resp)
-            if self.training == "hard":
-                new_resp = _em.harden(new_resp)
+            solution.n_iter, solution.mstep = n_iter, mstep
             if self.verbose >= 2:
                 change = np.nan if previous is None else objective - previous
                 lapse = time.perf_counter() - start
@@ -447,21 +542,22 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                     f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t "
                     f"objective change {change:.5g}"
                 )
-            unchanged = self.training == "hard" and np.array_equal(new_resp, resp)
-            if (previous is not None and abs(objective - previous) < self.tol) or (
-                unchanged
-            ):
-                solution.converged = True
             if self.training == "fixed":
                 solution.converged = True
                 break
-            reseeded = self._reseed_collapsed(solution, new_resp, log_prob, context)
-            if reseeded is not new_resp:
-                solution.converged = False
-            resp = reseeded
+            posterior = self._reseed_collapsed(
+                solution, np.exp(log_resp), log_prob, context
+            )
+            next_targets, next_mstep = self._assign(posterior, context)
+            reseeded = solution.reseeded_at == n_iter
+            solution.converged = not reseeded and (
+                (previous is not None and abs(objective - previous) < self.tol)
+                or (self.training == "hard" and np.array_equal(next_mstep, mstep))
+            )
             if solution.converged:
                 break
-        solution.resp = resp
+            targets, mstep = next_targets, next_mstep
+        solution.resp = posterior
         if isinstance(solution.gate, SoftmaxGate):
             solution.gate._clear_cache()
         if self.verbose:
@@ -473,38 +569,68 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             )
         return solution
 
+    def _out_of_fold_outputs(self, context, mstep, seeds, experts):
+        """Each row's expert outputs from experts fitted without its fold."""
+        outputs = None
+        for train, test in context.splits:
+            held_out = mstep.copy()
+            held_out[test] = 0.0
+            fold_experts = self._fit_experts(
+                context, held_out, seeds, experts, train_rows=train
+            )
+            fold_outputs = self._expert_outputs(
+                fold_experts, [part[test] for part in context.X_parts]
+            )
+            if outputs is None:
+                n_samples = context.X.shape[0]
+                outputs = [np.empty((n_samples, out.shape[1])) for out in fold_outputs]
+            for full, part in zip(outputs, fold_outputs, strict=True):
+                full[test] = part
+        return outputs
+
     def _reseed_collapsed(self, solution, resp, log_prob, context):
-        """Give collapsed experts the rows the mixture explains worst."""
+        """Re-seed experts whose share of the responsibility is too small.
+
+        An expert that collapsed (share about zero) gets the rows the mixture
+        explains worst: if some structure is left unexplained, that is where
+        it is. An expert below `min_expert_load` instead takes half of the
+        busiest expert's rows, split along their principal axis, so that the
+        gate can learn the split and both experts stay in use.
+        """
         w = context.sample_weight
-        held = w @ resp / w.mean()
-        collapsed = np.flatnonzero(
-            (held < _COLLAPSED_ROWS) & (solution.n_reseeds < _MAX_RESEEDS_PER_EXPERT)
+        share = w @ resp / w.sum()
+        floor = _COLLAPSED_ROWS / resp.shape[0]
+        if self.min_expert_load is not None:
+            floor = max(floor, self.min_expert_load)
+        starving = np.flatnonzero(
+            (share < floor) & (solution.n_reseeds < _MAX_RESEEDS_PER_EXPERT)
         )
-        if collapsed.size == 0:
+        if starving.size == 0:
             return resp
+        solution.reseeded_at = solution.n_iter
         n_samples, n_experts = resp.shape
         resp = resp.copy()
-        # Rows ranked from worst explained: by the mixture's log-likelihood when
-        # there is one, else by how spread their responsibilities are.
-        score = log_prob if log_prob is not None else resp.max(axis=1)
-        order = np.argsort(score, kind="stable")
-        share = max(1, n_samples // n_experts)
-        taken = np.zeros(n_samples, dtype=bool)
         owners = np.argmax(resp, axis=1)
-        for k in collapsed:
-            rows = [i for i in order if not taken[i] and _owner_can_spare(owners, i)]
-            rows = np.array(rows[:share], dtype=int)
+        for k in starving:
+            if self.min_expert_load is None:
+                rows = _worst_explained_rows(
+                    owners, log_prob, resp, max(1, n_samples // n_experts)
+                )
+            else:
+                busiest = np.argmax(np.bincount(owners, weights=w, minlength=n_experts))
+                rows = _half_along_principal_axis(
+                    context.X, np.flatnonzero(owners == busiest), w
+                )
             if rows.size == 0:
                 continue
-            taken[rows] = True
             owners[rows] = k
             one_hot = np.zeros((rows.size, n_experts))
             one_hot[:, k] = 1.0
-            resp[rows] = one_hot if self.training != "em" else _em.soften(one_hot)
+            resp[rows] = _em.soften(one_hot)
             solution.n_reseeds[k] += 1
         return resp
 
-    def _fit_experts(self, context, resp, seeds, previous):
+    def _fit_experts(self, context, resp, seeds, previous, train_rows=None):
         """M-step for the experts: each fitted on its weighted (or own) rows.
 
         Rows whose responsibility for an expert is negligible are left out
@@ -517,6 +643,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         for k, template in enumerate(context.templates):
             weights = w * resp[:, k]
             rows = np.flatnonzero(weights > _NEGLIGIBLE_RESPONSIBILITY * w)
+            if train_rows is not None:
+                rows = np.intersect1d(rows, train_rows)
             if rows.size == 0:
                 jobs.append(None)  # keeps the previous fit (the gate gives it ~0)
                 continue
@@ -544,7 +672,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             else:
                 raise ValueError(
                     f"Expert {k} received no rows in the initial partition; use "
-                    "fewer experts or another partition."
+                    "fewer experts, another partition or a larger capacity_factor."
                 )
         return experts
 
@@ -569,7 +697,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         """Per-row weights of each expert in the pooled prediction."""
         gate = np.exp(self.gate_._predict_log_proba(X))
         if self.pooling == "argmax":
-            return _em.harden(gate)
+            return top_k_weights(gate, 1)
+        if self.top_k is not None:
+            return top_k_weights(gate, self.top_k)
         return gate
 
     def predict_gate(self, X):
@@ -586,6 +716,20 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         """
         X = self._check_predict_X(X)
         return np.exp(self.gate_._predict_log_proba(X))
+
+    def predict_expert(self, X):
+        """Index of the most trusted expert for each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            ``argmax_k g_k(x)``; ties go to the lower index.
+        """
+        return np.argmax(self.predict_gate(X), axis=1)
 
     def log_likelihood(self, X, y):
         """Per-row log-likelihood ``log p(y | x)`` of the fitted mixture.
@@ -616,6 +760,76 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         outputs = self._expert_outputs(self.experts_, self._X_parts(X))
         log_lik = self._expert_log_likelihood(y, outputs, self._noise_variance)
         return _em.e_step(self.gate_._predict_log_proba(X), log_lik)[1]
+
+    # ------------------------------------------------------------------
+    # Model selection.
+
+    def _n_parameters(self):
+        """Free parameters: experts, noise scales and gate (identifiable)."""
+        check_is_fitted(self)
+        total = self._n_noise_parameters()
+        for k, expert in enumerate(self.experts_):
+            count = self._n_expert_parameters(expert)
+            if count is None:
+                raise ValueError(
+                    f"bic and aic need a parameter count, which is not defined for "
+                    f"expert {k} ({type(expert).__name__}): use linear experts "
+                    "(with coef_ and intercept_) or compare models by "
+                    "cross-validated log_likelihood instead."
+                )
+            total += count
+        n_experts = self.n_experts_
+        if isinstance(self.gate_, SoftmaxGate):
+            total += (self.n_features_in_ + 1) * (n_experts - 1)
+        elif isinstance(self.gate_, ConstantGate):
+            total += n_experts - 1
+        else:
+            raise ValueError(
+                f"bic and aic need a parameter count, which is not defined for the "
+                f"gate {type(self.gate_.estimator_).__name__}: use gate='softmax' "
+                "or 'constant', or compare models by cross-validated "
+                "log_likelihood instead."
+            )
+        return int(total)
+
+    def bic(self, X, y):
+        """Bayesian information criterion on the given data; lower is better.
+
+        ``-2 log L + p log n``, with ``log L = log_likelihood(X, y).sum()``
+        and ``p`` the number of free parameters: each linear expert's
+        coefficients and intercepts, the noise scales (regression), and the
+        gate's identifiable coefficients (``(n_features + 1) (n_experts - 1)``
+        for the softmax gate, ``n_experts - 1`` for the constant one).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        float
+        """
+        log_lik = self.log_likelihood(X, y)
+        n_params = self._n_parameters()
+        return float(-2 * log_lik.sum() + n_params * np.log(log_lik.shape[0]))
+
+    def aic(self, X, y):
+        """Akaike information criterion on the given data; lower is better.
+
+        ``-2 log L + 2 p``; see :meth:`bic` for ``log L`` and ``p``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        float
+        """
+        log_lik = self.log_likelihood(X, y).sum()
+        return float(-2 * log_lik + 2 * self._n_parameters())
 
     # ------------------------------------------------------------------
     # scikit-learn integration.
@@ -663,6 +877,7 @@ class _FitContext:
     noise_floor: object
     templates: list
     routed: dict
+    splits: list = None
 
 
 def _validate_sample_weight(sample_weight, X):
@@ -683,9 +898,33 @@ def _routed_gate(gate):
     return gate
 
 
-def _owner_can_spare(owners, i):
-    """A row may move to a collapsed expert unless it is its owner's last."""
-    return np.count_nonzero(owners == owners[i]) > 1
+def _worst_explained_rows(owners, log_prob, resp, quota):
+    """Up to `quota` rows the mixture explains worst, leaving no expert empty.
+
+    Rows are ranked by the mixture's log-likelihood when there is one, else
+    (before the first E-step) by how undecided their responsibilities are.
+    """
+    score = log_prob if log_prob is not None else resp.max(axis=1)
+    counts = np.bincount(owners, minlength=resp.shape[1])
+    rows = []
+    for i in np.argsort(score, kind="stable"):
+        if len(rows) == quota:
+            break
+        if counts[owners[i]] > 1:
+            counts[owners[i]] -= 1
+            rows.append(i)
+    return np.array(rows, dtype=int)
+
+
+def _half_along_principal_axis(X, rows, sample_weight):
+    """The rows on the far side of the weighted median of their first PC."""
+    if rows.size < 2:
+        return np.array([], dtype=int)
+    w = sample_weight[rows]
+    centred = X[rows] - np.average(X[rows], axis=0, weights=w)
+    axis = np.linalg.svd(centred * np.sqrt(w)[:, np.newaxis], full_matrices=False)[2][0]
+    projection = centred @ axis
+    return rows[projection > np.median(projection)]
 
 
 def _supports_sample_weight(estimator):

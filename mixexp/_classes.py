@@ -63,6 +63,41 @@ _SHARED_PARAMETERS = """
         How predictions combine the experts: the gate-weighted sum of their
         outputs, or the output of the most trusted expert alone.
 
+    top_k : int, default=None
+        With ``pooling="weighted"``, pool only each row's `top_k` most
+        trusted experts, their gate weights renormalised. ``top_k=1`` gives
+        the same predictions as ``pooling="argmax"``, ``top_k=n_experts``
+        the same as ``None``. Predictions stay row-wise.
+
+    capacity_factor : float, default=None
+        Switch-style expert capacity during training: no expert is fitted on
+        more than ``ceil(n_samples / n_experts * capacity_factor)`` rows in
+        an M-step. Under ``training="hard"`` each row goes to its most
+        responsible expert that has room (rows taken in order of
+        responsibility); under soft EM each expert keeps its most responsible
+        rows. ``None`` means no limit. It never affects ``predict``.
+
+    overflow : {{"next", "drop"}}, default="next"
+        Under ``training="hard"`` with a capacity, where a row goes when its
+        expert is full: to its next choice with room, or out of every
+        expert's fit for that step (counted in `dropped_fraction_`).
+
+    cv : int, cross-validation generator or iterable, default=None
+        Compute the expert likelihoods of the E-step out of fold: the
+        responsibility of a row comes from experts fitted without it (as in
+        :class:`~sklearn.ensemble.StackingRegressor`). Flexible experts
+        (deep trees, k-NN) otherwise memorise their rows, every row's
+        likelihood under its own expert is near perfect, and EM locks in.
+        Costs one extra fit per fold and expert each iteration. ``None``:
+        in-sample likelihoods.
+
+    min_expert_load : float, default=None
+        Keep experts in use: an expert whose share of the responsibility
+        falls below this is re-seeded on the rows the mixture explains worst
+        (at most 3 times per expert). Must be below ``1 / n_experts``.
+        ``None`` re-seeds only experts that collapse (share about zero),
+        with a warning.
+
     max_iter : int, default=100
         Maximum number of EM iterations per initialisation.
 
@@ -124,8 +159,21 @@ _SHARED_ATTRIBUTES = """
         `lower_bound_` after each EM iteration of the kept run.
 
     expert_load_ : ndarray of shape (n_experts_,)
-        Each expert's share of the training responsibility (weighted by
-        ``sample_weight``); sums to 1.
+        Each expert's share of the training weight in the last M-step: its
+        summed responsibilities (weighted by ``sample_weight``) over the
+        total weight. Sums to 1 unless rows were dropped by a capacity; with
+        a capacity no share exceeds ``ceil(n / K * capacity_factor) / n``.
+
+    dropped_fraction_ : float
+        Share of the training weight left out of every expert's fit in the
+        last M-step (non-zero only with `capacity_factor`).
+
+    load_balance_ : float
+        The Switch Transformer's load statistic on the training data:
+        ``n_experts * sum_k f_k P_k``, with ``f_k`` the share of rows whose
+        most trusted expert is ``k`` and ``P_k`` the mean gate probability
+        of ``k``; 1 when the load is even, up to ``n_experts`` when one
+        expert takes everything.
 
     n_reseeds_ : ndarray of shape (n_experts_,)
         How many times each expert collapsed (its share of the responsibility
@@ -234,6 +282,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         feature_groups=None,
         training="em",
         pooling="weighted",
+        top_k=None,
+        capacity_factor=None,
+        overflow="next",
+        cv=None,
+        min_expert_load=None,
         max_iter=100,
         tol=1e-4,
         n_init=1,
@@ -250,6 +303,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
             feature_groups=feature_groups,
             training=training,
             pooling=pooling,
+            top_k=top_k,
+            capacity_factor=capacity_factor,
+            overflow=overflow,
+            cv=cv,
+            min_expert_load=min_expert_load,
             max_iter=max_iter,
             tol=tol,
             n_init=n_init,
@@ -301,26 +359,56 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     def _expert_log_likelihood(self, y, outputs, noise_variance):
         return _em.gaussian_log_likelihood(y, outputs, noise_variance)
 
-    def predict(self, X):
+    def predict(self, X, return_std=False):
         """Pooled prediction of the experts.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        return_std : bool, default=False
+            Also return the standard deviation of the predictive mixture
+            pooled the same way: ``sqrt(sum_k w_k (sigma_k^2 + f_k^2) - mean^2)``
+            with the pooling weights ``w`` (the gate, its top `top_k`, or the
+            most trusted expert alone). It includes each expert's noise and
+            the disagreement between experts.
 
         Returns
         -------
-        ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            ``sum_k g_k(x) f_k(x)`` with ``pooling="weighted"``, the most
-            trusted expert's prediction with ``pooling="argmax"``.
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            ``sum_k w_k(x) f_k(x)``: the mixture mean with
+            ``pooling="weighted"``, the most trusted expert's prediction with
+            ``pooling="argmax"``.
+        y_std : ndarray of the same shape
+            Only when `return_std` is True.
         """
         X = self._check_predict_X(X)
         weights = self._pooling_weights(X)
-        outputs = self._expert_outputs(
-            self.experts_, self._X_parts(X), used=_used_experts(weights)
-        )
+        used = _used_experts(weights)
+        outputs = self._expert_outputs(self.experts_, self._X_parts(X), used=used)
         pred = _weighted_sum(weights, outputs)
-        return pred[:, 0] if self._y_ndim == 1 else pred
+        if not return_std:
+            return pred[:, 0] if self._y_ndim == 1 else pred
+        second = _weighted_sum(
+            weights,
+            {k: self._noise_variance[k] + out**2 for k, out in outputs.items()},
+        )
+        std = np.sqrt(np.maximum(second - pred**2, 0.0))
+        if self._y_ndim == 1:
+            return pred[:, 0], std[:, 0]
+        return pred, std
+
+    def _n_expert_parameters(self, expert):
+        if isinstance(expert, _BaseMixtureOfExperts):
+            return expert._n_parameters()
+        if hasattr(expert, "coef_") and hasattr(expert, "intercept_"):
+            n_intercepts = np.size(expert.intercept_)
+            if not getattr(expert, "fit_intercept", True):
+                n_intercepts = 0
+            return np.size(expert.coef_) + n_intercepts
+        return None
+
+    def _n_noise_parameters(self):
+        return self._noise_variance.size
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -407,6 +495,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         feature_groups=None,
         training="em",
         pooling="weighted",
+        top_k=None,
+        capacity_factor=None,
+        overflow="next",
+        cv=None,
+        min_expert_load=None,
         max_iter=100,
         tol=1e-4,
         n_init=1,
@@ -423,6 +516,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
             feature_groups=feature_groups,
             training=training,
             pooling=pooling,
+            top_k=top_k,
+            capacity_factor=capacity_factor,
+            overflow=overflow,
+            cv=cv,
+            min_expert_load=min_expert_load,
             max_iter=max_iter,
             tol=tol,
             n_init=n_init,
@@ -489,6 +587,24 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
 
     def _fit_noise(self, y, outputs, resp, sample_weight, floor):
         return None
+
+    def _n_expert_parameters(self, expert):
+        if isinstance(expert, _BaseMixtureOfExperts):
+            return expert._n_parameters()
+        if isinstance(expert, DummyClassifier):
+            return len(expert.classes_) - 1
+        if hasattr(expert, "coef_") and hasattr(expert, "intercept_"):
+            coef = np.atleast_2d(expert.coef_)
+            n_rows = coef.shape[0]
+            per_class = coef.shape[1] + (
+                1 if getattr(expert, "fit_intercept", True) else 0
+            )
+            # A multinomial model is defined up to one class's parameters.
+            return per_class * (n_rows - 1 if n_rows > 1 else 1)
+        return None
+
+    def _n_noise_parameters(self):
+        return 0
 
     def _expert_log_likelihood(self, y, outputs, noise_variance):
         return _em.class_log_likelihood(outputs, y)

@@ -480,3 +480,186 @@ def test_pipeline_expert_receives_weights(regimes):
     expert = Pipeline([("scale", StandardScaler()), ("lr", LinearRegression())])
     moe = MixtureOfExpertsRegressor(expert, random_state=0).fit(X, y)
     assert moe.score(X_test, y_test) > 0.97
+
+
+# ---------------------------------------------------------------------------
+# Routing, capacity, out-of-fold E-step, nesting, spread, model selection
+
+
+@pytest.mark.parametrize("cls", [MixtureOfExpertsRegressor, MixtureOfExpertsClassifier])
+def test_top_k_between_argmax_and_weighted(cls, regimes, blobs):
+    X, y = (regimes[0], regimes[2]) if cls is MixtureOfExpertsRegressor else blobs
+    method = "predict" if cls is MixtureOfExpertsRegressor else "predict_proba"
+    fitted = {
+        name: getattr(cls(n_experts=3, random_state=0, **params).fit(X, y), method)(X)
+        for name, params in {
+            "argmax": {"pooling": "argmax"},
+            "weighted": {},
+            "top1": {"top_k": 1},
+            "top2": {"top_k": 2},
+            "top3": {"top_k": 3},
+        }.items()
+    }
+    np.testing.assert_array_equal(fitted["top1"], fitted["argmax"])
+    np.testing.assert_array_equal(fitted["top3"], fitted["weighted"])
+    assert not np.array_equal(fitted["top2"], fitted["weighted"])
+
+
+def test_top_k_is_validated(regimes):
+    X, _, y, _ = regimes
+    with pytest.raises(ValueError, match="top_k=4 exceeds"):
+        MixtureOfExpertsRegressor(top_k=4).fit(X, y)
+    with pytest.raises(ValueError, match="pooling='argmax'"):
+        MixtureOfExpertsRegressor(pooling="argmax", top_k=2).fit(X, y)
+
+
+@pytest.mark.parametrize("overflow", ["next", "drop"])
+@pytest.mark.parametrize("factor", [0.8, 1.0, 1.25])
+def test_hard_capacity_bounds_every_expert(regimes, overflow, factor):
+    X, X_test, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(
+        training="hard", capacity_factor=factor, overflow=overflow, random_state=0
+    ).fit(X, y)
+    capacity = int(np.ceil(len(y) / 3 * factor))
+    assert np.all(moe.expert_load_ * len(y) <= capacity + 1e-9)
+    assert moe.dropped_fraction_ == pytest.approx(1 - moe.expert_load_.sum())
+    if factor < 1:
+        # The experts' slots cannot hold every row.
+        assert moe.dropped_fraction_ >= 1 - 3 * capacity / len(y) - 1e-9
+    # Capacity acts on training only: predictions stay row-wise.
+    batch = moe.predict(X_test[:20])
+    one_by_one = [moe.predict(X_test[i : i + 1])[0] for i in range(20)]
+    np.testing.assert_allclose(batch, one_by_one)
+
+
+def test_soft_capacity_limits_the_rows_each_expert_is_fitted_on(regimes):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(capacity_factor=1.0, random_state=0).fit(X, y)
+    capacity = int(np.ceil(len(y) / 3))
+    # An expert's weight share cannot exceed its capacity of rows.
+    assert np.all(moe.expert_load_ <= capacity / len(y) + 1e-12)
+    unlimited = MixtureOfExpertsRegressor(random_state=0).fit(X, y)
+    assert unlimited.dropped_fraction_ == 0.0
+    assert unlimited.expert_load_.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_out_of_fold_estep_keeps_memorising_experts_honest():
+    X, y = make_regimes(n_samples=900, noise=0.3, random_state=0)
+    X_train, X_test, y_train, y_test = X[:600], X[600:], y[:600], y[600:]
+    tree = DecisionTreeRegressor(random_state=0)  # grows until it memorises
+    plain = MixtureOfExpertsRegressor(tree, random_state=0).fit(X_train, y_train)
+    oof = MixtureOfExpertsRegressor(tree, cv=5, random_state=0).fit(X_train, y_train)
+    # In sample, each tree reproduces its rows, so the noise hits its floor and
+    # the model is absurdly sure of itself on new data.
+    assert plain.noise_std_.max() < 0.01
+    assert oof.noise_std_.min() > 0.1
+    assert oof.log_likelihood(X_test, y_test).mean() > -3
+    assert plain.log_likelihood(X_test, y_test).mean() < -100
+
+
+def test_out_of_fold_estep_with_a_splitter(blobs):
+    from sklearn.model_selection import KFold
+
+    X, y = blobs
+    splitter = KFold(3, shuffle=True, random_state=0)
+    moe = MixtureOfExpertsClassifier(n_experts=2, cv=splitter, random_state=0)
+    assert moe.fit(X, y).score(X, y) > 0.9
+
+
+def test_hierarchical_mixture_by_nesting():
+    X, y = make_regimes(n_samples=1200, n_regimes=4, random_state=3)
+    inner = MixtureOfExpertsRegressor(n_experts=2, random_state=0)
+    outer = MixtureOfExpertsRegressor(inner, n_experts=2, random_state=0)
+    outer.fit(X[:800], y[:800])
+    assert outer.score(X[800:], y[800:]) > 0.95
+    assert all(isinstance(e, MixtureOfExpertsRegressor) for e in outer.experts_)
+    # Both levels of gates are there to inspect.
+    top = outer.predict_gate(X[:5])
+    low = [expert.predict_gate(X[:5]) for expert in outer.experts_]
+    assert top.shape == (5, 2) and all(g.shape == (5, 2) for g in low)
+    # The nested model's prediction is the top gate pooling the inner ones.
+    expected = sum(top[:, k] * e.predict(X[:5]) for k, e in enumerate(outer.experts_))
+    np.testing.assert_allclose(outer.predict(X[:5]), expected)
+    # Its parameters count is the sum of the levels'.
+    n = 800
+    assert outer.bic(X[:n], y[:n]) > outer.aic(X[:n], y[:n])
+
+
+def test_predictive_standard_deviation(regimes):
+    X, X_test, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(random_state=0).fit(X, y)
+    mean, std = moe.predict(X_test, return_std=True)
+    np.testing.assert_array_equal(mean, moe.predict(X_test))
+    gate = moe.predict_gate(X_test)
+    f = np.column_stack([e.predict(X_test) for e in moe.experts_])
+    var = gate @ moe.noise_std_**2 + np.sum(gate * f**2, axis=1) - mean**2
+    np.testing.assert_allclose(std, np.sqrt(var), rtol=1e-6)
+    assert np.all(std >= moe.noise_std_.min() - 1e-12)
+    # With the most trusted expert alone, the spread is that expert's noise.
+    argmax = MixtureOfExpertsRegressor(pooling="argmax", random_state=0).fit(X, y)
+    _, std = argmax.predict(X_test, return_std=True)
+    np.testing.assert_allclose(std, argmax.noise_std_[argmax.predict_expert(X_test)])
+
+
+def test_predict_expert_is_the_gate_argmax(regimes):
+    X, X_test, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(
+        moe.predict_expert(X_test), np.argmax(moe.predict_gate(X_test), axis=1)
+    )
+
+
+def test_bic_finds_the_number_of_regimes(regimes):
+    X, _, y, _ = regimes
+    bic = {
+        k: MixtureOfExpertsRegressor(n_experts=k, n_init=2, random_state=0)
+        .fit(X, y)
+        .bic(X, y)
+        for k in range(1, 6)
+    }
+    assert min(bic, key=bic.get) == 3
+
+
+@pytest.mark.parametrize(
+    ("gate", "expected"), [("softmax", 2 * 3 + 2 + 3 * 1), ("constant", 2 * 3 + 2 + 1)]
+)
+def test_bic_and_aic_count_the_free_parameters(regimes, gate, expected):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(n_experts=2, gate=gate, random_state=0).fit(X, y)
+    n = len(y)
+    log_lik = moe.log_likelihood(X, y).sum()
+    assert moe.aic(X, y) == pytest.approx(-2 * log_lik + 2 * expected)
+    assert moe.bic(X, y) == pytest.approx(-2 * log_lik + expected * np.log(n))
+
+
+def test_bic_refuses_models_without_a_parameter_count(regimes, blobs):
+    X, _, y, _ = regimes
+    trees = MixtureOfExpertsRegressor(
+        DecisionTreeRegressor(max_depth=2), random_state=0
+    )
+    with pytest.raises(ValueError, match="DecisionTreeRegressor"):
+        trees.fit(X, y).bic(X, y)
+    gate = MixtureOfExpertsRegressor(gate=DecisionTreeClassifier(max_depth=2))
+    with pytest.raises(ValueError, match="gate DecisionTreeClassifier"):
+        gate.set_params(random_state=0).fit(X, y).aic(X, y)
+    Xc, yc = blobs
+    logistic = MixtureOfExpertsClassifier(n_experts=2, random_state=0).fit(Xc, yc)
+    assert np.isfinite(logistic.bic(Xc, yc))
+
+
+def test_min_expert_load_keeps_experts_in_use():
+    balance = {None: [], 0.1: []}
+    for seed in range(4):
+        X, y = make_regimes(n_samples=600, n_regimes=2, random_state=seed)
+        for floor in balance:
+            moe = MixtureOfExpertsRegressor(
+                n_experts=5, min_expert_load=floor, max_iter=200, random_state=0
+            ).fit(X, y)
+            assert 1.0 <= moe.load_balance_ <= 5.0
+            balance[floor].append(moe.load_balance_)
+            if floor is None:
+                assert np.all(moe.n_reseeds_ == 0)
+    assert np.mean(balance[0.1]) < np.mean(balance[None]) - 0.2
+    with pytest.raises(ValueError, match="min_expert_load"):
+        MixtureOfExpertsRegressor(n_experts=5, min_expert_load=0.2).fit(X, y)

@@ -8,7 +8,9 @@ from mixexp import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 
 # Each configuration exercises a different part of the model: the default
 # soft EM, classification EM, argmax pooling, the constant gate (a finite
-# mixture), per-expert feature groups and a scikit-learn classifier as gate.
+# mixture), per-expert feature groups, a scikit-learn classifier as gate,
+# cluster-then-fit, Switch-style capacity with top-k pooling, and the
+# out-of-fold E-step.
 CONFIGURATIONS = [
     {},
     {"training": "hard", "n_experts": 2},
@@ -17,6 +19,8 @@ CONFIGURATIONS = [
     {"feature_groups": [[0], [0, 1]], "n_experts": 2},
     {"gate": LogisticRegression(), "n_experts": 2},
     {"training": "fixed", "partition": "gmm", "n_experts": 2},
+    {"training": "hard", "capacity_factor": 1.25, "top_k": 2},
+    {"cv": 3, "n_experts": 2},
 ]
 
 
