@@ -25,14 +25,18 @@ _LOG_2PI = np.log(2.0 * np.pi)
 def logsumexp_rows(a):
     """``log(sum(exp(a), axis=1))`` for a 2-D array, overflow-safe.
 
-    The same as ``scipy.special.logsumexp(a, axis=1)``, which is about three
-    times slower on (n, K) arrays because of its generic array-API dispatch;
+    The same as ``scipy.special.logsumexp(a, axis=1)``, but on a transposed
+    copy: reductions over the short last axis of an (n, K) array are five to
+    ten times slower in NumPy than over the first axis of a (K, n) one, and
     this runs on every EM iteration.
     """
-    shift = a.max(axis=1)
+    work = np.array(a.T, dtype=np.float64, order="C")  # always a copy
+    shift = work.max(axis=0)
     shift[~np.isfinite(shift)] = 0.0
+    work -= shift
+    np.exp(work, out=work)
     with np.errstate(divide="ignore"):
-        return np.log(np.exp(a - shift[:, np.newaxis]).sum(axis=1)) + shift
+        return np.log(work.sum(axis=0)) + shift
 
 
 def e_step(log_gate, log_likelihood):

@@ -74,34 +74,51 @@ def _log_proba_from_proba(proba):
         return np.log(np.maximum(proba, np.finfo(float).tiny))
 
 
-def _softmax_objective(params, Xs, targets, weights, alpha):
+def _softmax_objective(params, XsT, targetsT, scaled, penalty_scale):
     """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
 
-    Both are divided by the total weight so that the tolerances of the
-    optimiser do not depend on the number of rows. Rows of the targets sum
-    to one, which gives ``loss_i = log sum_k exp(z_ik) - sum_k T_ik z_ik``
-    and ``d loss_i / d z_ik = P_ik - T_ik``; the code uses only a handful of
-    passes over the (n, K) scores, since this runs many times per EM step.
+    Parameters
+    ----------
+    params : ndarray of shape ((n_features + 1) * n_experts,)
+        Intercepts (first row) and coefficients, raveled.
+    XsT : ndarray of shape (n_features, n_samples)
+        Standardised inputs, transposed.
+    targetsT : ndarray of shape (n_experts, n_samples)
+        Soft targets, transposed; columns sum to 1.
+    scaled : ndarray of shape (n_samples,)
+        Row weights divided by their total, so that the optimiser's
+        tolerances do not depend on the number of rows.
+    penalty_scale : float
+        ``alpha / total weight``.
+
+    Notes
+    -----
+    With targets summing to one, ``loss_i = log sum_k exp(z_ik) -
+    sum_k T_ik z_ik`` and ``d loss_i / d z_ik = P_ik - T_ik``. Everything
+    runs on (n_experts, n_samples) arrays: reductions over the experts are
+    then vectorised over the rows, five to ten times faster than over the
+    short last axis of (n_samples, n_experts) arrays, and this function is
+    called many times per EM step.
     """
-    n_features = Xs.shape[1]
-    n_experts = targets.shape[1]
+    n_features = XsT.shape[0]
+    n_experts = targetsT.shape[0]
     coef = params.reshape(n_features + 1, n_experts)
-    scores = Xs @ coef[1:]
-    scores += coef[0]
-    log_norm = logsumexp_rows(scores)
-    total = weights.sum()
-    scaled = weights / total
-    loss = scaled @ log_norm - np.sum(scaled @ (targets * scores))
-    loss += 0.5 * alpha * np.sum(coef[1:] ** 2) / total
-    # P - T, weighted, computed in place in the scores buffer.
-    scores -= log_norm[:, np.newaxis]
+    scores = coef[1:].T @ XsT
+    scores += coef[0][:, np.newaxis]
+    scores -= scores.max(axis=0)
+    cross = np.einsum("ki,ki->i", targetsT, scores)
     np.exp(scores, out=scores)
-    scores -= targets
-    scores *= scaled[:, np.newaxis]
+    norm = scores.sum(axis=0)
+    loss = scaled @ (np.log(norm) - cross)
+    loss += 0.5 * penalty_scale * np.sum(coef[1:] ** 2)
+    # (P - T) * weight, in place in the scores buffer.
+    scores /= norm
+    scores -= targetsT
+    scores *= scaled
     grad = np.empty_like(coef)
-    grad[0] = scores.sum(axis=0)
-    grad[1:] = Xs.T @ scores
-    grad[1:] += alpha * coef[1:] / total
+    grad[0] = scores.sum(axis=1)
+    grad[1:] = XsT @ scores.T
+    grad[1:] += penalty_scale * coef[1:]
     return loss, grad.ravel()
 
 
@@ -212,7 +229,8 @@ class SoftmaxGate(BaseEstimator):
         computed once and reused (with ``warm_start``).
         """
         n_features, n_experts = X.shape[1], targets.shape[1]
-        mean, scale, Xs = self._standardise(X, weights)
+        mean, scale, XsT = self._standardise(X, weights)
+        total = weights.sum()
 
         start = np.zeros((n_features + 1, n_experts))
         previous = getattr(self, "_params", None)
@@ -221,7 +239,12 @@ class SoftmaxGate(BaseEstimator):
         result = minimize(
             _softmax_objective,
             start.ravel(),
-            args=(Xs, targets, weights, float(self.alpha)),
+            args=(
+                XsT,
+                np.ascontiguousarray(targets.T),
+                weights / total,
+                float(self.alpha) / total,
+            ),
             jac=True,
             method="L-BFGS-B",
             options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
@@ -246,17 +269,20 @@ class SoftmaxGate(BaseEstimator):
         return self
 
     def _standardise(self, X, weights):
-        """Weighted standardisation of X, reused while EM refits on the same X."""
+        """Weighted mean, scale and standardised X transposed (n_features, n).
+
+        Reused while EM refits on the same X.
+        """
         cache = getattr(self, "_standardised", None)
         if cache is not None and cache[0] is X and np.array_equal(cache[1], weights):
             return cache[2:]
         mean = np.average(X, axis=0, weights=weights)
         scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
         scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
-        Xs = (X - mean) / scale
+        XsT = np.ascontiguousarray(((X - mean) / scale).T)
         if self.warm_start:
-            self._standardised = (X, weights, mean, scale, Xs)
-        return mean, scale, Xs
+            self._standardised = (X, weights, mean, scale, XsT)
+        return mean, scale, XsT
 
     def _clear_cache(self):
         self._standardised = None

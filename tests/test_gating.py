@@ -58,6 +58,18 @@ def _objective_reference(params, Xs, targets, weights, alpha):
     return (cross_entropy + 0.5 * alpha * np.sum(coef[1:] ** 2)) / weights.sum()
 
 
+def _objective(params, Xs, targets, weights, alpha):
+    """_softmax_objective called from the natural (n, K) layout."""
+    total = weights.sum()
+    return _softmax_objective(
+        params,
+        np.ascontiguousarray(Xs.T),
+        np.ascontiguousarray(targets.T),
+        weights / total,
+        alpha / total,
+    )
+
+
 # ---------------------------------------------------------------------------
 # _softmax_objective
 
@@ -72,16 +84,16 @@ def test_softmax_objective_loss_and_gradient(alpha):
     params = rng.normal(size=(d + 1) * k)
     args = (Xs, targets, weights, alpha)
 
-    loss, grad = _softmax_objective(params, *args)
+    loss, grad = _objective(params, *args)
 
     assert grad.shape == params.shape
     assert loss == pytest.approx(_objective_reference(params, *args), rel=1e-12)
 
     def func(p):
-        return _softmax_objective(p, *args)[0]
+        return _objective(p, *args)[0]
 
     def jac(p):
-        return _softmax_objective(p, *args)[1]
+        return _objective(p, *args)[1]
 
     assert check_grad(func, jac, params, epsilon=1e-7) < 1e-5
     numeric = approx_fprime(params, lambda p: _objective_reference(p, *args), 1e-7)
@@ -95,13 +107,13 @@ def test_softmax_objective_penalty_spares_intercept():
     weights = np.ones(10)
     params = np.zeros((3, 2))
     params[0] = [5.0, -5.0]  # intercept only
-    loss0, grad0 = _softmax_objective(params.ravel(), Xs, targets, weights, 0.0)
-    loss1, grad1 = _softmax_objective(params.ravel(), Xs, targets, weights, 10.0)
+    loss0, grad0 = _objective(params.ravel(), Xs, targets, weights, 0.0)
+    loss1, grad1 = _objective(params.ravel(), Xs, targets, weights, 10.0)
     assert loss1 == pytest.approx(loss0, rel=1e-14)
     np.testing.assert_allclose(grad1, grad0, rtol=1e-14)
     params[1:] = 1.0
-    loss2, _ = _softmax_objective(params.ravel(), Xs, targets, weights, 10.0)
-    loss3, _ = _softmax_objective(params.ravel(), Xs, targets, weights, 0.0)
+    loss2, _ = _objective(params.ravel(), Xs, targets, weights, 10.0)
+    loss3, _ = _objective(params.ravel(), Xs, targets, weights, 0.0)
     assert loss2 - loss3 == pytest.approx(0.5 * 10.0 * 4 / 10, rel=1e-10)
 
 
