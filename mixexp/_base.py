@@ -14,8 +14,7 @@ from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
-from joblib import Parallel, delayed
-from sklearn import get_config
+from sklearn import config_context, get_config
 from sklearn.base import (
     BaseEstimator,
     MetaEstimatorMixin,
@@ -33,6 +32,7 @@ from sklearn.utils.metadata_routing import (
     MethodMapping,
     process_routing,
 )
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -980,7 +980,10 @@ def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
     if not _supports_sample_weight(template):
         weights = None  # fit checked that the weights are uniform
     try:
-        return mixture._fit_one(estimator, X, y, weights, params)
+        # X and y were checked finite once in fit; the experts need not
+        # check them again at every EM step.
+        with config_context(assume_finite=True):
+            return mixture._fit_one(estimator, X, y, weights, params)
     except Exception as exc:
         message = f"expert {k} ({type(template).__name__}) failed to fit: {exc}"
         try:
