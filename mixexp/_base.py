@@ -533,7 +533,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 gate._fit(context.X, targets, w, warn=False, **context.routed["gate"])
             log_lik = self._expert_log_likelihood(context.y, outputs, noise)
+            del outputs  # n x K x outputs: free before the E-step allocates
             log_resp, log_prob = _em.e_step(gate._predict_log_proba(context.X), log_lik)
+            del log_lik
             objective = _em.mean_log_likelihood(log_prob, w) - gate.penalty_ / w.sum()
 
             previous = solution.history[-1] if solution.history else None
@@ -551,7 +553,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 solution.converged = True
                 break
             posterior = self._reseed_collapsed(
-                solution, np.exp(log_resp), log_prob, context
+                solution, np.exp(log_resp, out=log_resp), log_prob, context
             )
             next_targets, next_mstep = self._assign(posterior, context)
             reseeded = solution.reseeded_at == n_iter

@@ -58,7 +58,8 @@ def e_step(log_gate, log_likelihood):
     """
     joint = log_gate + log_likelihood
     log_prob = logsumexp_rows(joint)
-    return joint - log_prob[:, np.newaxis], log_prob
+    joint -= log_prob[:, np.newaxis]
+    return joint, log_prob
 
 
 def mean_log_likelihood(log_prob, sample_weight):
@@ -111,12 +112,12 @@ def noise_variance(y, predictions, resp, sample_weight, floor):
         variances, subject to the floor. An expert with no weight at all gets
         the floor.
     """
-    weights = resp * sample_weight[:, np.newaxis]
-    totals = weights.sum(axis=0)
     var = np.empty((len(predictions), y.shape[1]))
     for k, pred in enumerate(predictions):
-        if totals[k] > 0:
-            var[k] = weights[:, k] @ (y - pred) ** 2 / totals[k]
+        weights = resp[:, k] * sample_weight
+        total = weights.sum()
+        if total > 0:
+            var[k] = weights @ (y - pred) ** 2 / total
         else:
             var[k] = floor
     return np.maximum(var, floor)

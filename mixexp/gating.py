@@ -74,15 +74,18 @@ def _log_proba_from_proba(proba):
         return np.log(np.maximum(proba, np.finfo(float).tiny))
 
 
-def _softmax_objective(params, XsT, targetsT, scaled, penalty_scale):
+def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
     """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
 
     Parameters
     ----------
     params : ndarray of shape ((n_features + 1) * n_experts,)
-        Intercepts (first row) and coefficients, raveled.
-    XsT : ndarray of shape (n_features, n_samples)
-        Standardised inputs, transposed.
+        Intercepts (first row) and coefficients on the standardised
+        features ``(X - mean) / scale``, raveled.
+    X : ndarray of shape (n_samples, n_features)
+        Inputs, not standardised: the standardisation is folded into the
+        parameters, so no standardised copy of X is ever made.
+    mean, scale : ndarray of shape (n_features,)
     targetsT : ndarray of shape (n_experts, n_samples)
         Soft targets, transposed; columns sum to 1.
     scaled : ndarray of shape (n_samples,)
@@ -100,11 +103,12 @@ def _softmax_objective(params, XsT, targetsT, scaled, penalty_scale):
     short last axis of (n_samples, n_experts) arrays, and this function is
     called many times per EM step.
     """
-    n_features = XsT.shape[0]
+    n_features = X.shape[1]
     n_experts = targetsT.shape[0]
     coef = params.reshape(n_features + 1, n_experts)
-    scores = coef[1:].T @ XsT
-    scores += coef[0][:, np.newaxis]
+    raw = coef[1:] / scale[:, np.newaxis]
+    scores = raw.T @ X.T
+    scores += (coef[0] - mean @ raw)[:, np.newaxis]
     scores -= scores.max(axis=0)
     cross = np.einsum("ki,ki->i", targetsT, scores)
     np.exp(scores, out=scores)
@@ -117,7 +121,7 @@ def _softmax_objective(params, XsT, targetsT, scaled, penalty_scale):
     scores *= scaled
     grad = np.empty_like(coef)
     grad[0] = scores.sum(axis=1)
-    grad[1:] = XsT @ scores.T
+    grad[1:] = (X.T @ scores.T - np.outer(mean, grad[0])) / scale[:, np.newaxis]
     grad[1:] += penalty_scale * coef[1:]
     return loss, grad.ravel()
 
@@ -229,7 +233,7 @@ class SoftmaxGate(BaseEstimator):
         computed once and reused (with ``warm_start``).
         """
         n_features, n_experts = X.shape[1], targets.shape[1]
-        mean, scale, XsT = self._standardise(X, weights)
+        mean, scale = self._standardise(X, weights)
         total = weights.sum()
 
         start = np.zeros((n_features + 1, n_experts))
@@ -240,7 +244,9 @@ class SoftmaxGate(BaseEstimator):
             _softmax_objective,
             start.ravel(),
             args=(
-                XsT,
+                X,
+                mean,
+                scale,
                 np.ascontiguousarray(targets.T),
                 weights / total,
                 float(self.alpha) / total,
@@ -269,9 +275,9 @@ class SoftmaxGate(BaseEstimator):
         return self
 
     def _standardise(self, X, weights):
-        """Weighted mean, scale and standardised X transposed (n_features, n).
+        """Weighted mean and scale of each feature.
 
-        Reused while EM refits on the same X.
+        Reused while EM refits on the same X (with ``warm_start``).
         """
         cache = getattr(self, "_standardised", None)
         if cache is not None and cache[0] is X and np.array_equal(cache[1], weights):
@@ -279,10 +285,9 @@ class SoftmaxGate(BaseEstimator):
         mean = np.average(X, axis=0, weights=weights)
         scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
         scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
-        XsT = np.ascontiguousarray(((X - mean) / scale).T)
         if self.warm_start:
-            self._standardised = (X, weights, mean, scale, XsT)
-        return mean, scale, XsT
+            self._standardised = (X, weights, mean, scale)
+        return mean, scale
 
     def _clear_cache(self):
         self._standardised = None

@@ -61,9 +61,12 @@ def _objective_reference(params, Xs, targets, weights, alpha):
 def _objective(params, Xs, targets, weights, alpha):
     """_softmax_objective called from the natural (n, K) layout."""
     total = weights.sum()
+    n_features = Xs.shape[1]
     return _softmax_objective(
         params,
-        np.ascontiguousarray(Xs.T),
+        Xs,
+        np.zeros(n_features),
+        np.ones(n_features),
         np.ascontiguousarray(targets.T),
         weights / total,
         alpha / total,
