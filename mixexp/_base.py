@@ -14,6 +14,7 @@ from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn import config_context, get_config
 from sklearn.base import (
     BaseEstimator,
@@ -35,6 +36,7 @@ from sklearn.utils.metadata_routing import (
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _num_samples,
     check_is_fitted,
     has_fit_parameter,
     validate_data,
@@ -45,7 +47,11 @@ from mixexp import _em
 from mixexp._utils import take_rows
 from mixexp.exceptions import CollapsedExpertWarning
 from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate, make_gate
-from mixexp.partition import initial_responsibilities, resolve_feature_groups
+from mixexp.partition import (
+    check_partition,
+    initial_responsibilities,
+    resolve_feature_groups,
+)
 from mixexp.routing import capacity_assign, expert_capacity, load_balance, top_k_weights
 
 # An expert whose share of the responsibility falls below this many rows'
@@ -269,6 +275,12 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             raise
 
     def _fit(self, X, y, sample_weight, fit_params):
+        if isinstance(self.n_experts, (bool, np.bool_)):
+            raise TypeError(
+                f"n_experts must be an int, got {self.n_experts!r} (a bool)."
+            )
+        check_partition(self.partition)
+        _check_X_y_shapes(X, y)
         routed = self._route_fit_params(fit_params)
         warm = self.warm_start and hasattr(self, "experts_")
         previous_n_features = getattr(self, "n_features_in_", None)
@@ -354,7 +366,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 f"the mean log-likelihood above tol={self.tol}). Increase max_iter "
                 "or tol, or try other initial partitions (n_init).",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=4,  # the caller of fit
             )
         if np.any(best.n_reseeds > 0) and self.min_expert_load is None:
             warnings.warn(
@@ -363,7 +375,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 "on the rows the mixture explained worst; n_reseeds_ counts the "
                 "re-seeds. Consider fewer experts.",
                 CollapsedExpertWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
 
         self.experts_ = best.experts
@@ -487,6 +499,10 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         gate = clone(gate_template)
         if isinstance(gate, SoftmaxGate):
             gate.set_params(warm_start=True)
+        elif isinstance(gate, ClassifierGate):
+            # A randomised gate (a tree with max_features, a forest) must be
+            # seeded for the fit to be reproducible.
+            _set_random_states(gate.estimator, rng.randint(np.iinfo(np.int32).max))
         return _Solution(
             experts=None,
             gate=gate,
@@ -652,9 +668,14 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             rows = np.flatnonzero(weights > _NEGLIGIBLE_RESPONSIBILITY * w)
             if train_rows is not None:
                 rows = np.intersect1d(rows, train_rows)
-            if rows.size == 0:
+            if rows.size == 0 and previous is not None:
                 jobs.append(None)  # keeps the previous fit (the gate gives it ~0)
                 continue
+            if rows.size == 0:
+                # No rows even after re-seeding (more experts than distinct
+                # rows): a fit on all rows keeps the expert defined, and the
+                # gate, which learns it explains nothing, gives it ~0.
+                weights, rows = w, np.arange(w.shape[0])
             jobs.append(
                 delayed(_fit_expert)(
                     self,
@@ -672,15 +693,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         fitted = iter(Parallel(n_jobs=self.n_jobs, prefer="threads")(todo))
         experts = []
         for k, job in enumerate(jobs):
-            if job is not None:
-                experts.append(next(fitted))
-            elif previous is not None:
-                experts.append(previous[k])
-            else:
-                raise ValueError(
-                    f"Expert {k} received no rows in the initial partition; use "
-                    "fewer experts, another partition or a larger capacity_factor."
-                )
+            experts.append(next(fitted) if job is not None else previous[k])
         return experts
 
     def _fit_one(self, estimator, X, y, sample_weight, params):
@@ -693,6 +706,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
 
     def _check_predict_X(self, X):
         check_is_fitted(self)
+        _check_2d(X)
         return validate_data(self, X, reset=False, dtype=np.float64)
 
     def _X_parts(self, X):
@@ -885,6 +899,52 @@ class _FitContext:
     templates: list
     routed: dict
     splits: list = None
+
+
+def _ndim(a):
+    """Number of dimensions of an array-like, or None if it has none."""
+    ndim = getattr(a, "ndim", None)
+    if ndim is None:
+        try:
+            ndim = np.asarray(a).ndim
+        except (ValueError, TypeError):  # ragged: validate_data says why
+            return None
+    return ndim
+
+
+def _check_2d(X):
+    """Refuse a 1-D X with a message that says how to reshape it."""
+    if _ndim(X) == 1:
+        raise ValueError(
+            "X must be 2-D, of shape (n_samples, n_features); got a 1-D array. "
+            "Reshape your data with X.reshape(-1, 1) if it is a single feature, "
+            "or X.reshape(1, -1) if it is a single row."
+        )
+
+
+def _check_X_y_shapes(X, y):
+    """Refuse X and y that cannot pair up, naming both, before validation.
+
+    scikit-learn's own checks say the same in terms of samples and arrays;
+    these messages say which argument is at fault and how to fix it.
+    """
+    _check_2d(X)
+    if sp.issparse(y):
+        raise TypeError(
+            "Sparse data was passed for y, but dense data is required. Use "
+            "y.toarray() to convert it to a dense numpy array."
+        )
+    if _ndim(X) != 2:
+        return
+    n_rows = _num_samples(X)
+    if n_rows == 0:
+        shape = getattr(X, "shape", None) or np.asarray(X).shape
+        raise ValueError(f"X has 0 rows (shape={shape}); at least 1 is required.")
+    if y is not None and (_ndim(y) or 0) >= 1 and _num_samples(y) != n_rows:
+        raise ValueError(
+            f"X has {n_rows} rows but y has {_num_samples(y)}. Pass one target "
+            "per row of X."
+        )
 
 
 def _validate_sample_weight(sample_weight, X):

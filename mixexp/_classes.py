@@ -158,7 +158,7 @@ _SHARED_ATTRIBUTES = """
     lower_bounds_ : list of float
         `lower_bound_` after each EM iteration of the kept run.
 
-    expert_load_ : ndarray of shape (n_experts_,)
+    expert_load_ : ndarray of shape (`n_experts_`,)
         Each expert's share of the training weight in the last M-step: its
         summed responsibilities (weighted by ``sample_weight``) over the
         total weight. Sums to 1 unless rows were dropped by a capacity; with
@@ -175,7 +175,7 @@ _SHARED_ATTRIBUTES = """
         of ``k``; 1 when the load is even, up to ``n_experts`` when one
         expert takes everything.
 
-    n_reseeds_ : ndarray of shape (n_experts_,)
+    n_reseeds_ : ndarray of shape (`n_experts_`,)
         How many times each expert collapsed (its share of the responsibility
         fell to about zero) and was re-seeded on the rows the mixture
         explained worst.
@@ -183,7 +183,7 @@ _SHARED_ATTRIBUTES = """
     n_features_in_ : int
         Number of features seen during `fit`.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during `fit`. Defined only when `X` has
         feature names that are all strings.
 """
@@ -211,6 +211,19 @@ def _weighted_sum(weights, outputs):
     return total
 
 
+def _check_finite_output(out, experts, k):
+    """Refuse an expert's NaN or infinite output before it is pooled."""
+    if not np.isfinite(out).all():
+        bad = int(np.sum(~np.isfinite(out).all(axis=1)))
+        raise ValueError(
+            f"expert {k} ({type(experts[k]).__name__}) gave NaN or infinite "
+            f"outputs on {bad} of {out.shape[0]} rows; a mixture cannot pool "
+            "them. Check that expert on these inputs (its scaling, its "
+            "regularisation) or replace it."
+        )
+    return out
+
+
 def _used_experts(weights):
     return np.flatnonzero(np.any(weights > 0, axis=0))
 
@@ -235,7 +248,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     ----------"""
         + _SHARED_ATTRIBUTES
         + """
-    noise_std_ : ndarray of shape (n_experts_,) or (n_experts_, n_outputs)
+    noise_std_ : ndarray of shape (`n_experts_`,) or (`n_experts_`, n_outputs)
         Each expert's noise scale (maximum likelihood, floored at a
         millionth of the variance of ``y``).
 
@@ -257,7 +270,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     >>> from mixexp import MixtureOfExpertsRegressor
     >>> from mixexp.datasets import make_regimes
     >>> X, y = make_regimes(n_samples=600, n_regimes=3, random_state=0)
-    >>> moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X, y)
+    >>> moe = MixtureOfExpertsRegressor(n_experts=3, n_init=3, random_state=0).fit(X, y)
     >>> round(moe.score(X, y), 3)
     0.996
     >>> moe.predict_gate(X[:4]).round(2)
@@ -339,12 +352,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     def _expert_outputs(self, experts, X_parts, used=None):
         used = range(len(experts)) if used is None else used
         if isinstance(used, range):
-            return [self._predict_expert(experts[k], X_parts[k]) for k in used]
-        return {k: self._predict_expert(experts[k], X_parts[k]) for k in used}
+            return [self._predict_expert(experts, k, X_parts[k]) for k in used]
+        return {k: self._predict_expert(experts, k, X_parts[k]) for k in used}
 
     @staticmethod
-    def _predict_expert(expert, X):
-        return np.asarray(expert.predict(X), dtype=np.float64).reshape(X.shape[0], -1)
+    def _predict_expert(experts, k, X):
+        out = np.asarray(experts[k].predict(X), dtype=np.float64)
+        return _check_finite_output(out.reshape(X.shape[0], -1), experts, k)
 
     def _noise_floor(self, y, sample_weight):
         return _em.noise_floor(y, sample_weight)
@@ -365,9 +379,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Inputs.
         return_std : bool, default=False
             Also return the standard deviation of the predictive mixture
-            pooled the same way: ``sqrt(sum_k w_k (sigma_k^2 + f_k^2) - mean^2)``
+            pooled the same way: ``sqrt(sum_k w_k (sigma_k^2 + (f_k - mean)^2))``
             with the pooling weights ``w`` (the gate, its top `top_k`, or the
             most trusted expert alone). It includes each expert's noise and
             the disagreement between experts.
@@ -388,11 +403,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         pred = _weighted_sum(weights, outputs)
         if not return_std:
             return pred[:, 0] if self._y_ndim == 1 else pred
-        second = _weighted_sum(
+        # The spread about the pooled mean, summed term by term: the textbook
+        # E[f^2] - E[f]^2 cancels catastrophically when |f| >> the spread.
+        variance = _weighted_sum(
             weights,
-            {k: self._noise_variance[k] + out**2 for k, out in outputs.items()},
+            {
+                k: self._noise_variance[k] + (out - pred) ** 2
+                for k, out in outputs.items()
+            },
         )
-        std = np.sqrt(np.maximum(second - pred**2, 0.0))
+        std = np.sqrt(variance)
         if self._y_ndim == 1:
             return pred[:, 0], std[:, 0]
         return pred, std
@@ -549,8 +569,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
             self.classes_ = self.le_.classes_
             if self.classes_.shape[0] < 2:
                 raise ValueError(
-                    "The classifier needs samples of at least 2 classes in the data, "
-                    f"but the data contains only one class: {self.classes_[0]!r}."
+                    f"y holds one class only ({self.classes_.tolist()[0]!r}); the "
+                    "classifier needs at least 2. A mixture of experts learns "
+                    "which class each row has: give it rows of several classes."
                 )
         else:
             y = column_or_1d(y)
@@ -575,11 +596,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
 
         def proba(k):
             est = experts[k]
-            return _em.align_proba(
-                np.asarray(est.predict_proba(X_parts[k]), dtype=np.float64),
-                np.asarray(est.classes_, dtype=int),
-                n_classes,
-            )
+            out = np.asarray(est.predict_proba(X_parts[k]), dtype=np.float64)
+            _check_finite_output(out, experts, k)
+            return _em.align_proba(out, np.asarray(est.classes_, dtype=int), n_classes)
 
         if used is None:
             return [proba(k) for k in range(len(experts))]
@@ -615,6 +634,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Inputs.
 
         Returns
         -------
@@ -635,10 +655,12 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Inputs.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            Natural logarithm of the pooled class probabilities.
         """
         return np.log(self.predict_proba(X))
 
@@ -648,10 +670,12 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Inputs.
 
         Returns
         -------
         ndarray of shape (n_samples,)
+            Labels from `classes_`.
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]

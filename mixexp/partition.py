@@ -7,18 +7,58 @@ own columns.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import has_fit_parameter
 
-__all__ = ["initial_responsibilities", "resolve_feature_groups"]
+__all__ = ["check_partition", "initial_responsibilities", "resolve_feature_groups"]
 
 PARTITIONS = ("kmeans", "gmm", "random")
+
+
+def check_partition(partition):
+    """Raise a TypeError unless `partition` is a known name or a clusterer.
+
+    Parameters
+    ----------
+    partition : str or object
+        The ``partition`` parameter of a mixture.
+
+    Raises
+    ------
+    TypeError
+        If `partition` is an object with neither ``fit_predict`` nor both
+        ``fit`` and ``predict_proba``.
+
+    See Also
+    --------
+    initial_responsibilities : The responsibilities a partition starts EM from.
+
+    Examples
+    --------
+    >>> from sklearn.cluster import KMeans
+    >>> from mixexp.partition import check_partition
+    >>> check_partition(KMeans(n_clusters=3))
+    >>> check_partition("kmeans")
+    """
+    if isinstance(partition, str):
+        return
+    if hasattr(partition, "fit_predict") or (
+        hasattr(partition, "fit") and hasattr(partition, "predict_proba")
+    ):
+        return
+    raise TypeError(
+        f"partition={partition!r} is not a clusterer: it needs fit_predict (or "
+        "fit and predict_proba). Use 'kmeans', 'gmm', 'random' or a clusterer "
+        "such as sklearn.cluster.KMeans."
+    )
 
 
 def initial_responsibilities(X, partition, n_experts, sample_weight, random_state):
@@ -61,31 +101,40 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
                 f"partition={partition!r} is not a known partition; use one of "
                 f"{PARTITIONS} or a clusterer instance."
             )
+        sized = True
     else:
+        check_partition(partition)
         clusterer = clone(partition)
         params = clusterer.get_params(deep=False)
+        sized = False
         for name in ("n_clusters", "n_components"):
             if name in params:
                 clusterer.set_params(**{name: n_experts})
+                sized = True
         if "random_state" in params:
             clusterer.set_params(random_state=seed)
 
     fit_kwargs = {}
     if has_fit_parameter(clusterer, "sample_weight"):
         fit_kwargs["sample_weight"] = sample_weight
-    if hasattr(clusterer, "predict_proba") and not isinstance(clusterer, KMeans):
-        clusterer.fit(Xs, **fit_kwargs)
-        proba = np.asarray(clusterer.predict_proba(Xs), dtype=float)
-        if proba.shape != (n_samples, n_experts):
-            raise ValueError(
-                f"The partition clusterer {partition!r} gave probabilities of "
-                f"shape {proba.shape}; expected (n_samples, n_experts)="
-                f"{(n_samples, n_experts)}."
-            )
-        return proba
-    labels = np.asarray(clusterer.fit_predict(Xs, **fit_kwargs))
+    with warnings.catch_warnings():
+        if sized:
+            # Fewer distinct points than clusters: the empty clusters become
+            # experts without rows, which EM re-seeds (and says so).
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        if hasattr(clusterer, "predict_proba") and not isinstance(clusterer, KMeans):
+            clusterer.fit(Xs, **fit_kwargs)
+            proba = np.asarray(clusterer.predict_proba(Xs), dtype=float)
+            if proba.shape != (n_samples, n_experts):
+                raise ValueError(
+                    f"The partition clusterer {partition!r} gave probabilities of "
+                    f"shape {proba.shape}; expected (n_samples, n_experts)="
+                    f"{(n_samples, n_experts)}."
+                )
+            return proba
+        labels = np.asarray(clusterer.fit_predict(Xs, **fit_kwargs))
     found, labels = np.unique(labels, return_inverse=True)
-    if found.shape[0] != n_experts:
+    if found.shape[0] > n_experts or (not sized and found.shape[0] != n_experts):
         raise ValueError(
             f"The partition clusterer {partition!r} found {found.shape[0]} "
             f"clusters but n_experts={n_experts}: use a clusterer whose number "
@@ -136,6 +185,11 @@ def _resolve_group(group, k, n_features, names):
     where = f"feature_groups[{k}]"
     if isinstance(group, (str, numbers.Integral)):
         group = [group]
+    if not hasattr(group, "__iter__"):
+        raise TypeError(
+            f"{where} is {group!r}; columns are selected by integer index, name "
+            "or boolean mask."
+        )
     items = np.asarray(list(group), dtype=object)
     if items.size == 0:
         raise ValueError(f"{where} is empty; every expert needs at least one column.")
