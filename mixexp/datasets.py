@@ -67,6 +67,10 @@ def make_regimes(
     regimes : ndarray of shape (n_samples,)
         Regime of each row; only when `return_regimes` is True.
 
+    See Also
+    --------
+    make_xor : Two classes in the XOR pattern, for classification.
+
     Examples
     --------
     >>> from mixexp.datasets import make_regimes
@@ -119,6 +123,10 @@ def make_xor(n_samples=400, *, flip=0.0, random_state=None):
         Inputs.
     y : ndarray of shape (n_samples,)
         Class labels in {0, 1}.
+
+    See Also
+    --------
+    make_regimes : Linear regimes in regions of the inputs, for regression.
 
     Examples
     --------

@@ -10,9 +10,15 @@ class CollapsedExpertWarning(UserWarning):
     fitted attribute ``n_reseeds_`` counts how often, per expert. It usually
     means the data support fewer experts than were asked for.
 
+    See Also
+    --------
+    sklearn.exceptions.ConvergenceWarning : Raised when the best EM run did
+        not converge within ``max_iter`` iterations.
+
     Examples
     --------
     >>> import warnings
     >>> from mixexp.exceptions import CollapsedExpertWarning
-    >>> warnings.simplefilter("ignore", CollapsedExpertWarning)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", CollapsedExpertWarning)
     """

@@ -160,7 +160,7 @@ class SoftmaxGate(BaseEstimator):
 
     Attributes
     ----------
-    coef_ : ndarray of shape (n_features_in_, n_experts)
+    coef_ : ndarray of shape (`n_features_in_`, n_experts)
         Coefficients on the original (unstandardised) features.
     intercept_ : ndarray of shape (n_experts,)
     penalty_ : float
@@ -172,7 +172,7 @@ class SoftmaxGate(BaseEstimator):
     classes_ : ndarray of shape (n_experts,)
         ``arange(n_experts)``: the gate's outputs are expert indices.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when `X` has feature names that are all strings.
 
     See Also
@@ -211,13 +211,16 @@ class SoftmaxGate(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_experts)
             Expert indices, or soft targets whose rows sum to 1.
         sample_weight : array-like of shape (n_samples,), default=None
+            Row weights; ``None`` gives every row weight 1.
 
         Returns
         -------
         self : SoftmaxGate
+            The fitted gate.
         """
         self._validate_params()
         X = validate_data(self, X, reset=True, dtype=np.float64)
@@ -302,7 +305,18 @@ class SoftmaxGate(BaseEstimator):
         return (X - self._mean) / self._scale @ self._params[1:] + self._params[0]
 
     def predict_log_proba(self, X):
-        """Log gate probabilities, shape (n_samples, n_experts)."""
+        """Log gate probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            Natural logarithm of `predict_proba`, computed stably.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self._predict_log_proba(X)
@@ -312,11 +326,33 @@ class SoftmaxGate(BaseEstimator):
         return scores - logsumexp_rows(scores)[:, np.newaxis]
 
     def predict_proba(self, X):
-        """Gate probabilities, shape (n_samples, n_experts); rows sum to 1."""
+        """Gate probabilities: how much each expert is trusted on each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            The softmax of the linear scores; rows sum to 1.
+        """
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X):
-        """Index of the most trusted expert per row."""
+        """Index of the most trusted expert per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The argmax of `predict_proba`; ties go to the lower index.
+        """
         return np.argmax(self.predict_log_proba(X), axis=1)
 
 
@@ -335,7 +371,7 @@ class ConstantGate(BaseEstimator):
         Always 0.0 (the proportions are not penalised).
     classes_ : ndarray of shape (n_experts,)
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when `X` has feature names that are all strings.
 
     See Also
@@ -361,10 +397,12 @@ class ConstantGate(BaseEstimator):
         y : array-like of shape (n_samples,) or (n_samples, n_experts)
             Expert indices, or soft targets whose rows sum to 1.
         sample_weight : array-like of shape (n_samples,), default=None
+            Row weights; ``None`` gives every row weight 1.
 
         Returns
         -------
         self : ConstantGate
+            The fitted gate.
         """
         X = validate_data(self, X, reset=True, dtype=np.float64)
         targets = _as_soft_targets(y, X.shape[0])
@@ -378,7 +416,18 @@ class ConstantGate(BaseEstimator):
         return self
 
     def predict_log_proba(self, X):
-        """Log mixing proportions repeated per row, (n_samples, n_experts)."""
+        """Log mixing proportions, the same for every row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs; only their number of rows is used.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            ``log(proportions_)`` repeated on every row.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self._predict_log_proba(X)
@@ -388,11 +437,33 @@ class ConstantGate(BaseEstimator):
         return np.broadcast_to(log_prop, (X.shape[0], log_prop.shape[0])).copy()
 
     def predict_proba(self, X):
-        """Mixing proportions repeated per row, (n_samples, n_experts)."""
+        """Mixing proportions, the same for every row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs; only their number of rows is used.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            `proportions_` repeated on every row.
+        """
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X):
-        """Index of the largest mixing proportion, for every row."""
+        """Index of the largest mixing proportion, for every row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs; only their number of rows is used.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The same expert index on every row.
+        """
         return np.argmax(self.predict_log_proba(X), axis=1)
 
 
@@ -420,7 +491,7 @@ class ClassifierGate(BaseEstimator):
         Always 0.0 (the classifier's own regularisation is not reported).
     classes_ : ndarray of shape (n_experts,)
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when `X` has feature names that are all strings.
 
     See Also
@@ -452,9 +523,11 @@ class ClassifierGate(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_experts)
             Expert indices, or soft targets whose rows sum to 1.
         sample_weight : array-like of shape (n_samples,), default=None
+            Row weights; ``None`` gives every row weight 1.
         **fit_params : dict
             Per-row arrays passed on to the classifier's ``fit``, repeated
             with the rows.
@@ -462,6 +535,7 @@ class ClassifierGate(BaseEstimator):
         Returns
         -------
         self : ClassifierGate
+            The fitted gate.
         """
         self._validate_params()
         check_gate_classifier(self.estimator, "estimator")
@@ -499,7 +573,19 @@ class ClassifierGate(BaseEstimator):
         return self
 
     def predict_log_proba(self, X):
-        """Log gate probabilities, shape (n_samples, n_experts)."""
+        """Log gate probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            Natural logarithm of `predict_proba`; an expert the classifier
+            never predicts gets the log of the smallest positive float.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self._predict_log_proba(X)
@@ -512,11 +598,34 @@ class ClassifierGate(BaseEstimator):
         return _log_proba_from_proba(full)
 
     def predict_proba(self, X):
-        """Gate probabilities, shape (n_samples, n_experts); rows sum to 1."""
+        """Gate probabilities: how much each expert is trusted on each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            The classifier's class probabilities, one column per expert;
+            rows sum to 1.
+        """
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X):
-        """Index of the most trusted expert per row."""
+        """Index of the most trusted expert per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The argmax of `predict_proba`; ties go to the lower index.
+        """
         return np.argmax(self.predict_log_proba(X), axis=1)
 
 
