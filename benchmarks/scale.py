@@ -1,0 +1,480 @@
+"""How the EM iteration of mixexp scales with rows n and experts K (d = 20).
+
+For every (n, K) this measures, with linear experts and the default softmax
+gate:
+
+- **time per EM iteration**, the marginal cost of one more iteration:
+  ``(t(max_iter=1 + m) - t(max_iter=1)) / m`` with ``tol=0`` (so exactly
+  that many iterations run; the ConvergenceWarning is silenced), each ``t``
+  the median of ``--repeats`` fits. The difference removes the set-up
+  (validation, initial partition, the first, cold gate fit), which is
+  reported apart as ``t(max_iter=1)``. The initial partition is fixed in
+  advance (k-means labels computed once per case) so no clustering is timed.
+- the same as a **ratio to one scikit-learn LinearRegression fit** on all
+  rows (unweighted, same data; timed twice in each repeat, interleaved with
+  the mixture fits so that a change of load touches both; median);
+- the **machine floor** of an iteration and measured / floor. The floor is a
+  lower bound for an EM iteration of this model on this machine::
+
+      flops = n*K*d^2          K weighted Gram matrices X' W_k X (symmetric)
+            + 8*n*K*d          expert predictions, gate scores and one gate
+                               gradient (2 flops per multiply-add each)
+      bytes = 3 * 8*n*d        three passes over X (Grams, predictions, gate)
+            + 6 * 8*n*K        a few passes over n x K matrices (R, log-lik.)
+      floor = max(flops / matmul rate, bytes / copy bandwidth)
+
+  with the matmul rate measured on a large square ``numpy.dot`` and the
+  bandwidth on a large array copy (read + write counted);
+- **peak memory of a fit** (``max_iter=2``) as a ratio to ``X.nbytes``,
+  traced with ``tracemalloc`` (numpy and scipy register their array buffers
+  with it; allocations inside BLAS are not seen). The memory held before
+  the fit (X, y, labels) is not counted. For the target case the peak
+  resident set of a fit in a fresh subprocess (``VmHWM`` of
+  ``/proc/self/status``, reset just before the fit through
+  ``/proc/self/clear_refs``, minus the resident set before the fit) is also
+  reported; it sees every allocation, BLAS included, at page granularity.
+
+The project's target: at 200,000 x 20 with 8 experts, one EM iteration at
+most 12x one LinearRegression fit and peak memory at most 6x X.
+
+Run from the repository root::
+
+    python benchmarks/scale.py           # n up to 2e5 (a few minutes)
+    python benchmarks/scale.py --full    # adds n = 1e6
+"""
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from _common import (
+    HERE,
+    FixedLabels,
+    LoadMeter,
+    markdown_table,
+    median_time,
+    print_machine,
+    write_section,
+)
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LinearRegression
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from mixexp import MixtureOfExpertsRegressor
+from mixexp.datasets import make_regimes
+
+N_FEATURES = 20
+N_REGIMES = 8
+DEFAULT_NS = [1_000, 10_000, 100_000, 200_000]
+FULL_NS = [*DEFAULT_NS, 1_000_000]
+DEFAULT_KS = [2, 4, 8, 16, 32]
+TARGET = {"n": 200_000, "K": 8, "time_ratio": 12.0, "memory_ratio": 6.0}
+
+
+# ----------------------------------------------------------------------
+# Machine floor.
+
+
+def matmul_gflops(size=2000, repeats=3):
+    """Rate of a large square matrix product, in GFLOP/s (2 N^3 flops)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size))
+    b = rng.standard_normal((size, size))
+    seconds, _, _ = median_time(lambda: a @ b, repeats=repeats, warmup=1)
+    return 2.0 * size**3 / seconds / 1e9
+
+
+def copy_bandwidth(n_bytes=512 * 2**20, repeats=3):
+    """Memory bandwidth of a large array copy, GB/s (read + write counted)."""
+    src = np.ones(n_bytes // 8)
+    dst = np.empty_like(src)
+    seconds, _, _ = median_time(lambda: np.copyto(dst, src), repeats=repeats, warmup=1)
+    return 2.0 * src.nbytes / seconds / 1e9
+
+
+def iteration_floor(n, K, d, gflops, bandwidth):
+    """Lower bound of one EM iteration's time (seconds); see module doc."""
+    flops = n * K * d**2 + 8 * n * K * d
+    n_bytes = 3 * 8 * n * d + 6 * 8 * n * K
+    return max(flops / (gflops * 1e9), n_bytes / (bandwidth * 1e9)), flops, n_bytes
+
+
+# ----------------------------------------------------------------------
+# Cases.
+
+
+def initial_labels(X, n_experts, seed=0):
+    """k-means labels (fitted on at most 20,000 rows) of the standardised X."""
+    Xs = StandardScaler().fit_transform(X)
+    rng = np.random.default_rng(seed)
+    sample = Xs[rng.choice(len(Xs), size=min(len(Xs), 20_000), replace=False)]
+    km = KMeans(n_clusters=n_experts, n_init=1, random_state=seed).fit(sample)
+    return km.predict(Xs)
+
+
+def make_model(labels, n_experts, max_iter):
+    return MixtureOfExpertsRegressor(
+        LinearRegression(),
+        n_experts=n_experts,
+        partition=FixedLabels(labels),
+        max_iter=max_iter,
+        tol=0.0,
+        random_state=0,
+    )
+
+
+def fit_quietly(model, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", UserWarning)  # e.g. collapsed experts
+        return model.fit(X, y)
+
+
+def traced_peak(func):
+    """Peak bytes allocated (tracemalloc) while ``func()`` runs, above the start."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        func()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+def _timed(func):
+    start = time.perf_counter()
+    result = func()
+    return time.perf_counter() - start, result
+
+
+def run_case(X, y, K, args, gflops, bandwidth):
+    """Time one (n, K) case; the baseline LinearRegression is interleaved.
+
+    Each repeat times two LinearRegression fits, then a mixture fit with
+    max_iter=1, then one with max_iter=1+m, so that a change of the load on
+    the machine during the run touches the baseline and the mixture alike.
+    """
+    n, d = X.shape
+    labels = initial_labels(X, K)
+
+    def fit1():
+        return fit_quietly(make_model(labels, K, 1), X, y)
+
+    def fitm():
+        return fit_quietly(make_model(labels, K, 1 + args.iters), X, y)
+
+    def lr():
+        return LinearRegression().fit(X, y)
+
+    if n <= 10_000:  # warm-up: caches, lazy imports, BLAS threads
+        lr(), fit1(), fitm()
+    t_lr, t_1, t_m = [], [], []
+    for _ in range(args.repeats):
+        t_lr += [_timed(lr)[0], _timed(lr)[0]]
+        t_1.append(_timed(fit1)[0])
+        seconds, model = _timed(fitm)
+        t_m.append(seconds)
+    lr_time = float(np.median(t_lr))
+    t1, tm = float(np.median(t_1)), float(np.median(t_m))
+    per_iter = (tm - t1) / args.iters
+    floor, flops, n_bytes = iteration_floor(n, K, d, gflops, bandwidth)
+    peak = traced_peak(lambda: fit_quietly(make_model(labels, K, 2), X, y))
+    return {
+        "n": n,
+        "K": K,
+        "lr_ms": lr_time * 1e3,
+        "setup_ms": t1 * 1e3,
+        "iter_ms": per_iter * 1e3,
+        "ratio_lr": per_iter / lr_time,
+        "floor_ms": floor * 1e3,
+        "ratio_floor": per_iter / floor,
+        "peak_mb": peak / 2**20,
+        "ratio_mem": peak / X.nbytes,
+        "n_iter": model.n_iter_,
+        "gate_lbfgs_iter": getattr(model.gate_, "n_iter_", None),
+        "reseeds": int(np.sum(getattr(model, "n_reseeds_", 0))),
+        "flops": flops,
+        "bytes": n_bytes,
+    }
+
+
+# ----------------------------------------------------------------------
+# Resident-set check of one case in a fresh process.
+
+_RSS_CHILD = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from scale import fit_quietly, make_model
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+data = np.load(sys.argv[2])
+X, y, labels = data["X"], data["y"], data["labels"]
+K = int(sys.argv[3])
+try:
+    # Reset the peak resident set (VmHWM) to the current one (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    reset = True
+except OSError:
+    reset = False
+before = status("VmRSS")
+fit_quietly(make_model(labels, K, 2), X, y)
+print(json.dumps({"before": before, "peak": status("VmHWM"), "reset": reset,
+                  "x_bytes": X.nbytes}))
+"""
+
+
+def rss_peak_ratio(X, y, K, threads=None):
+    """Peak resident set of a fit above the set before it, in a subprocess."""
+    labels = initial_labels(X, K)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "case.npz"
+        np.savez(path, X=X, y=y, labels=labels)
+        env = dict(os.environ)
+        if threads:
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                env[var] = str(threads)
+        proc = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, str(HERE), str(path), str(K)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        print(proc.stderr, file=sys.stderr)
+        return None
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    extra = out["peak"] - out["before"]
+    note = ""
+    if not out["reset"]:
+        note = " (peak not reset before the fit: an upper bound)"
+    return extra / out["x_bytes"], extra, note
+
+
+# ----------------------------------------------------------------------
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    ks = sorted({r["K"] for r in results})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = [
+        ("ratio_lr", "EM iteration / one LinearRegression fit", TARGET["time_ratio"]),
+        ("ratio_floor", "EM iteration / machine floor", None),
+        ("ratio_mem", "peak memory of fit / X.nbytes", TARGET["memory_ratio"]),
+    ]
+    for ax, (key, title, target) in zip(axes, panels, strict=True):
+        for K in ks:
+            rows = sorted((r for r in results if r["K"] == K), key=lambda r: r["n"])
+            ax.plot(
+                [r["n"] for r in rows],
+                [r[key] for r in rows],
+                marker="o",
+                label=f"K={K}",
+            )
+        if target is not None:
+            ax.axhline(target, color="k", linestyle="--", linewidth=1)
+            ax.annotate(
+                f"target at n=2e5, K=8: {target:g}",
+                (0.02, target),
+                xycoords=("axes fraction", "data"),
+                va="bottom",
+                fontsize=8,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("rows n (d = 20)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"Plot saved to {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="also n = 1e6")
+    parser.add_argument("--ns", type=int, nargs="+", help="row counts (override)")
+    parser.add_argument("--ks", type=int, nargs="+", default=DEFAULT_KS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--iters", type=int, default=4, help="extra EM iterations timed (m)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="no RESULTS.md")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    ns = args.ns or (FULL_NS if args.full else DEFAULT_NS)
+
+    limits = threadpool_limits(args.threads) if args.threads else None
+    machine = print_machine()
+    meter = LoadMeter()
+    start = time.perf_counter()
+
+    gflops = matmul_gflops()
+    bandwidth = copy_bandwidth()
+    print(f"Machine floor: matmul {gflops:.1f} GFLOP/s, copy {bandwidth:.1f} GB/s\n")
+
+    headers = [
+        "n",
+        "K",
+        "LinearRegression fit, ms",
+        "set-up + 1st iteration, ms",
+        "EM iteration, ms",
+        "iteration / LR fit",
+        "floor, ms",
+        "iteration / floor",
+        "peak memory, MiB",
+        "peak / X.nbytes",
+    ]
+    keys = [
+        "n",
+        "K",
+        "lr_ms",
+        "setup_ms",
+        "iter_ms",
+        "ratio_lr",
+        "floor_ms",
+        "ratio_floor",
+        "peak_mb",
+        "ratio_mem",
+    ]
+    print(" | ".join(headers))
+    results = []
+    for n in ns:
+        X, y = make_regimes(
+            n_samples=n,
+            n_regimes=N_REGIMES,
+            n_features=N_FEATURES,
+            noise=0.5,
+            random_state=0,
+        )
+        for n_experts in args.ks:
+            if 4 * n_experts > n:
+                continue
+            res = run_case(X, y, n_experts, args, gflops, bandwidth)
+            results.append(res)
+            print(" | ".join(f"{res[k]:.4g}" for k in keys), flush=True)
+        del X, y
+        gc.collect()
+
+    rss = None
+    if TARGET["n"] in ns and TARGET["K"] in args.ks:
+        X, y = make_regimes(
+            n_samples=TARGET["n"],
+            n_regimes=N_REGIMES,
+            n_features=N_FEATURES,
+            noise=0.5,
+            random_state=0,
+        )
+        rss = rss_peak_ratio(X, y, TARGET["K"], args.threads)
+        del X, y
+
+    elapsed = time.perf_counter() - start
+    if limits is not None:
+        limits.restore_original_limits()
+
+    load = meter.text()
+    print(load)
+    table = markdown_table(headers, [[r[k] for k in keys] for r in results])
+    blocks = [
+        f"Data: `make_regimes(n_samples=n, n_regimes={N_REGIMES}, "
+        f"n_features={N_FEATURES}, noise=0.5, random_state=0)`. Model: "
+        "`MixtureOfExpertsRegressor(LinearRegression(), n_experts=K, "
+        "gate='softmax', tol=0)`, soft EM, initial partition fixed in advance "
+        "(k-means labels). EM iteration = `(t(max_iter=1+m) - t(max_iter=1)) / "
+        f"m` with m={args.iters}, each t the median of {args.repeats} fits; the "
+        "LinearRegression fit is unweighted on all rows, timed twice in each "
+        "repeat, interleaved with the mixture fits (median). "
+        "Peak memory: tracemalloc over a fit with max_iter=2, above the memory "
+        "held before the fit. Floor: see `scale.py` "
+        f"(measured matmul rate {gflops:.1f} GFLOP/s, copy bandwidth "
+        f"{bandwidth:.1f} GB/s)."
+        + (f" BLAS limited to {args.threads} thread(s)." if args.threads else "")
+        + f" Total run time {elapsed:.0f} s. {load}",
+        table,
+    ]
+    target = [r for r in results if r["n"] == TARGET["n"] and r["K"] == TARGET["K"]]
+    if target:
+        t = target[0]
+        rows = [
+            [
+                "EM iteration / one LinearRegression fit",
+                f"{t['ratio_lr']:.2f}",
+                f"<= {TARGET['time_ratio']:g}",
+                "met" if t["ratio_lr"] <= TARGET["time_ratio"] else "NOT met",
+            ],
+            [
+                "peak memory / X.nbytes (tracemalloc)",
+                f"{t['ratio_mem']:.2f}",
+                f"<= {TARGET['memory_ratio']:g}",
+                "met" if t["ratio_mem"] <= TARGET["memory_ratio"] else "NOT met",
+            ],
+        ]
+        if rss is not None:
+            rows.append(
+                [
+                    "peak resident set of fit / X.nbytes (subprocess)" + rss[2],
+                    f"{rss[0]:.2f}",
+                    f"<= {TARGET['memory_ratio']:g}",
+                    "met" if rss[0] <= TARGET["memory_ratio"] else "NOT met",
+                ]
+            )
+        target_table = markdown_table(["figure", "measured", "target", ""], rows)
+        print("\nTarget (n=200,000, d=20, K=8)")
+        print(target_table)
+        blocks.append("**Target: n = 200,000, d = 20, K = 8**\n\n" + target_table)
+
+    suffix = f"-threads{args.threads}" if args.threads else ""
+    if not args.no_plot and results:
+        png = HERE / f"scale{suffix}.png"
+        plot(results, png)
+        blocks.append(f"Plot: `benchmarks/{png.name}`.")
+    if not args.no_write:
+        write_section(
+            "scale" + suffix,
+            "Scaling of the EM iteration with rows and experts (d = 20)"
+            + (f", {args.threads} BLAS thread(s)" if args.threads else ""),
+            blocks,
+            machine=machine,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
