@@ -6,8 +6,8 @@ weights. Every gate here accepts hard labels too (a 1-D array of expert
 indices), so it can be used and inspected on its own.
 
 - :class:`SoftmaxGate`: multinomial logistic regression on the soft targets
-  (the classic gate of Jordan and Jacobs), L2-penalised, solved by L-BFGS
-  with an analytic gradient and warm starts across EM iterations.
+  (the classic gate of Jordan and Jacobs), L2-penalised, solved by Newton
+  steps with an analytic Hessian, warm-started across EM iterations.
 - :class:`ConstantGate`: mixing proportions only, the same for every input
   (a finite mixture of regressions).
 - :class:`ClassifierGate`: any scikit-learn classifier with
@@ -39,6 +39,19 @@ __all__ = ["ClassifierGate", "ConstantGate", "SoftmaxGate"]
 # the stacked copy for that expert in ClassifierGate: they would cost a copy
 # of the row and change nothing measurable.
 _NEGLIGIBLE_TARGET = 1e-8
+
+# Above this many parameters ((n_features + 1) * n_experts) the softmax gate
+# is fitted by L-BFGS instead of Newton steps: a Hessian costs about
+# (n_features + 1) * n_experts / 4 gradients and its eigendecomposition grows
+# with the cube of the parameters. Measured on 100,000 x 20 regime data, EM
+# with Newton steps and a reused Hessian took 0.42 / 0.90 / 2.9 s per
+# iteration at 8 / 16 / 32 experts (168 / 336 / 672 parameters), against
+# 0.90 / 2.6 / 6.1 s with L-BFGS solves.
+_NEWTON_MAX_PARAMETERS = 1000
+
+# Rows per block when the softmax gate's Hessian is summed: large enough for
+# fast matrix products, small enough for each block to stay in cache.
+_HESSIAN_BLOCK_ROWS = 2048
 
 
 def _as_soft_targets(y, n_samples):
@@ -126,16 +139,165 @@ def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
     return loss, grad.ravel()
 
 
+def _softmax_probaT(params, X, mean, scale, n_experts):
+    """Gate probabilities at `params`, as an (n_experts, n_samples) array."""
+    coef = params.reshape(-1, n_experts)
+    raw = coef[1:] / scale[:, np.newaxis]
+    scores = raw.T @ X.T
+    scores += (coef[0] - mean @ raw)[:, np.newaxis]
+    scores -= scores.max(axis=0)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=0)
+    return scores
+
+
+def _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
+    """Hessian of `_softmax_objective` in its parameters.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Inputs, not standardised.
+    mean, scale : ndarray of shape (n_features,)
+    probaT : ndarray of shape (n_experts, n_samples)
+        Gate probabilities at the current parameters, transposed.
+    scaled : ndarray of shape (n_samples,)
+        Row weights divided by their total.
+    penalty_scale : float
+
+    Returns
+    -------
+    ndarray of shape ((n_features + 1) * n_experts, (n_features + 1) * n_experts)
+        Positive semi-definite; its null space holds the shifts that add the
+        same vector to every expert's parameters (softmax is blind to them).
+
+    Notes
+    -----
+    With ``z_i`` the standardised row and a leading 1, the Hessian is
+    ``sum_i w_i (diag(p_i) - p_i p_i^T) kron z_i z_i^T``. The second term is
+    ``Q^T Q`` for the rows ``q_i = sqrt(w_i) p_i kron z_i``: one symmetric
+    rank-update per block of rows, a matrix product wide enough to run at
+    the machine's speed, on blocks small enough to stay in cache.
+    """
+    n_samples, n_features = X.shape
+    n_experts = probaT.shape[0]
+    width = n_features + 1
+    size = width * n_experts
+    outer = np.zeros((size, size))  # ordered (expert, feature)
+    diagonal = np.zeros((width, size))
+    z = np.empty((_HESSIAN_BLOCK_ROWS, width))
+    root = np.sqrt(scaled)
+    for start in range(0, n_samples, _HESSIAN_BLOCK_ROWS):
+        stop = min(start + _HESSIAN_BLOCK_ROWS, n_samples)
+        block = z[: stop - start]
+        block[:, 0] = 1.0
+        np.subtract(X[start:stop], mean, out=block[:, 1:])
+        block[:, 1:] /= scale
+        proba = probaT[:, start:stop].T
+        q = (proba * root[start:stop, np.newaxis])[:, :, np.newaxis] * block[:, None]
+        q = q.reshape(stop - start, size)
+        outer += q.T @ q
+        weighted = (proba * scaled[start:stop, np.newaxis])[:, :, np.newaxis]
+        diagonal += block.T @ (weighted * block[:, None]).reshape(stop - start, size)
+    hessian = -outer
+    for k in range(n_experts):
+        cols = slice(k * width, (k + 1) * width)
+        hessian[cols, cols] += diagonal[:, cols]
+    # Reorder to the parameters' (feature, expert) layout.
+    hessian = (
+        hessian.reshape(n_experts, width, n_experts, width)
+        .transpose(1, 0, 3, 2)
+        .reshape(size, size)
+    )
+    penalised = np.arange(n_experts, size)  # the coefficient rows, not intercepts
+    hessian[penalised, penalised] += penalty_scale
+    return (hessian + hessian.T) / 2  # exactly symmetric, despite rounding
+
+
+def _newton_minimise(objective, start, hessian, max_iter, tol, curvature=None):
+    """Minimise a smooth convex function by Newton-type steps with backtracking.
+
+    The Hessian is costly (a weighted Gram matrix per pair of experts) and,
+    inside EM, changes little from one fit to the next. So a step uses the
+    last `curvature` it was given or computed (an eigendecomposition of the
+    Hessian), and the Hessian is recomputed only when that step does poorly:
+    when the line search has to shorten it, or when it cuts the gradient by
+    less than a factor of four. Every accepted step lowers the objective
+    (Armijo's condition), so a capped run is a generalised M-step.
+
+    Returns
+    -------
+    params : ndarray
+    n_iter : int
+        Steps taken.
+    converged : bool
+        Whether the largest gradient entry fell below `tol` (or the objective
+        stopped decreasing within floating-point precision).
+    curvature : tuple of ndarray
+        The eigendecomposition last used, for the next call.
+    """
+    params = start
+    loss, grad = objective(params)
+    fresh = False
+    for n_iter in range(1, max_iter + 1):
+        if np.max(np.abs(grad)) < tol:
+            return params, n_iter - 1, True, curvature
+        if curvature is None:
+            curvature = _pseudo_inverse_factors(hessian(params))
+            fresh = True
+        values, vectors = curvature
+        if values.size == 0:
+            return params, n_iter - 1, True, curvature
+        direction = vectors @ ((vectors.T @ grad) / values)
+        slope = grad @ direction
+        step = 1.0
+        while True:
+            trial = params - step * direction
+            trial_loss, trial_grad = objective(trial)
+            if trial_loss <= loss - 1e-4 * step * slope:
+                break
+            step *= 0.5
+            if step < 1e-10:
+                if fresh:  # no decrease left within floating-point precision
+                    return params, n_iter, True, curvature
+                break
+        if step < 1e-10:  # a stale Hessian misled the step: refresh it
+            curvature, fresh = None, False
+            continue
+        decrease = loss - trial_loss
+        poor = step < 1.0 or np.max(np.abs(trial_grad)) > 0.25 * np.max(np.abs(grad))
+        params, loss, grad = trial, trial_loss, trial_grad
+        if decrease <= 1e-15 * max(abs(loss), 1.0) and fresh:
+            return params, n_iter, True, curvature
+        if poor and not fresh:
+            curvature = None
+        fresh = False
+    return params, max_iter, np.max(np.abs(grad)) < tol, curvature
+
+
+def _pseudo_inverse_factors(hessian):
+    """Eigenvalues and eigenvectors of a PSD matrix, without its null space.
+
+    The softmax is blind to shifts shared by every expert (and, without a
+    penalty, to any direction the data do not pin down): those directions
+    get no step.
+    """
+    values, vectors = np.linalg.eigh(hessian)
+    keep = values > 1e-12 * max(values[-1], 0.0)
+    return values[keep], np.ascontiguousarray(vectors[:, keep])
+
+
 class SoftmaxGate(BaseEstimator):
     """Multinomial logistic gate fitted on soft targets.
 
     The gate models ``g_k(x) = softmax(x @ coef_ + intercept_)_k``. It is
     fitted by minimising the weighted cross-entropy between the targets and
     ``g(x)`` plus ``alpha / 2`` times the squared norm of the coefficients on
-    standardised features, with L-BFGS and an analytic gradient. Inside EM
-    each fit is warm-started from the previous one, so a few iterations
-    suffice; every L-BFGS step lowers the objective, so a capped fit is still
-    a generalised EM step.
+    standardised features, by Newton steps with a backtracking line search.
+    Inside EM each fit is warm-started from the previous one and reuses the
+    previous Hessian while its steps keep doing well; under soft EM a
+    mixture takes one Newton step per iteration. Every step lowers the
+    objective, so a capped fit is still a generalised EM step.
 
     Parameters
     ----------
@@ -151,9 +313,10 @@ class SoftmaxGate(BaseEstimator):
         fit); it can run to very large coefficients when the experts'
         regions are separable.
     max_iter : int, default=100
-        Maximum number of L-BFGS iterations per fit.
+        Maximum number of Newton steps per fit.
     tol : float, default=1e-6
-        Tolerance on the projected gradient for L-BFGS.
+        Tolerance on the largest entry of the gradient (of the
+        cross-entropy averaged over the weights).
     warm_start : bool, default=False
         Start from the previous solution when fitted again on data with the
         same number of features and experts.
@@ -168,7 +331,7 @@ class SoftmaxGate(BaseEstimator):
         standardised scale), so that a mixture can report the penalised
         objective EM maximises.
     n_iter_ : int
-        L-BFGS iterations of the last fit.
+        Newton steps of the last fit.
     classes_ : ndarray of shape (n_experts,)
         ``arange(n_experts)``: the gate's outputs are expert indices.
     n_features_in_ : int
@@ -227,13 +390,16 @@ class SoftmaxGate(BaseEstimator):
         targets = _as_soft_targets(y, X.shape[0])
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
         self._clear_cache()  # X may be new data, or the same array changed
+        self._curvature = None
         return self._fit(X, targets, weights, warn=True)
 
-    def _fit(self, X, targets, weights, warn):
+    def _fit(self, X, targets, weights, warn, max_steps=None):
         """Fit on validated arrays (the EM loop calls this directly).
 
-        Inside one EM run X never changes, so its standardisation is
-        computed once and reused (with ``warm_start``).
+        Inside one EM run X never changes, so its standardisation (and the
+        curvature of the last Newton step) is computed once and reused (with
+        ``warm_start``). EM passes `max_steps` to take a capped number of
+        Newton steps: a generalised M-step.
         """
         n_features, n_experts = X.shape[1], targets.shape[1]
         mean, scale = self._standardise(X, weights)
@@ -243,22 +409,44 @@ class SoftmaxGate(BaseEstimator):
         previous = getattr(self, "_params", None)
         if self.warm_start and previous is not None and previous.shape == start.shape:
             start = previous
-        result = minimize(
-            _softmax_objective,
-            start.ravel(),
-            args=(
-                X,
-                mean,
-                scale,
-                np.ascontiguousarray(targets.T),
-                weights / total,
-                float(self.alpha) / total,
-            ),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
-        )
-        if warn and not result.success and result.nit >= self.max_iter:
+        targetsT = np.ascontiguousarray(targets.T)
+        scaled = weights / total
+        penalty_scale = float(self.alpha) / total
+
+        def objective(flat):
+            return _softmax_objective(
+                flat, X, mean, scale, targetsT, scaled, penalty_scale
+            )
+
+        def hessian(flat):
+            probaT = _softmax_probaT(flat, X, mean, scale, n_experts)
+            return _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
+
+        if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
+            curvature = None
+            if start is previous:
+                curvature = getattr(self, "_curvature", None)
+            max_iter = self.max_iter
+            if max_steps is not None:
+                max_iter = min(max_iter, max_steps)
+            flat, n_iter, converged, curvature = _newton_minimise(
+                objective, start.ravel(), hessian, max_iter, self.tol, curvature
+            )
+            if self.warm_start:
+                self._curvature = curvature
+        else:
+            # Too many parameters for the Hessian to pay off: quasi-Newton,
+            # solved in full (a few L-BFGS steps would not be enough).
+            result = minimize(
+                objective,
+                start.ravel(),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
+            )
+            flat, n_iter = result.x, int(result.nit)
+            converged = result.success or n_iter < self.max_iter
+        if warn and not converged:
             import warnings
 
             warnings.warn(
@@ -267,13 +455,13 @@ class SoftmaxGate(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        params = result.x.reshape(n_features + 1, n_experts)
+        params = flat.reshape(n_features + 1, n_experts)
         self._params = params
         self._mean, self._scale = mean, scale
         self.coef_ = params[1:] / scale[:, np.newaxis]
         self.intercept_ = params[0] - mean @ self.coef_
         self.penalty_ = 0.5 * float(self.alpha) * float(np.sum(params[1:] ** 2))
-        self.n_iter_ = int(result.nit)
+        self.n_iter_ = n_iter
         self.classes_ = np.arange(n_experts)
         return self
 
@@ -293,6 +481,9 @@ class SoftmaxGate(BaseEstimator):
         return mean, scale
 
     def _clear_cache(self):
+        # Only the reference to the training data goes: the curvature (a
+        # small matrix) stays, so that a warm-started refit continues exactly
+        # where the last one stopped.
         self._standardised = None
 
     def __getstate__(self):

@@ -598,3 +598,54 @@ def test_check_gate_classifier_names_parameter(estimator, match):
     with pytest.raises(TypeError, match=f"The my_gate .*{match}"):
         check_gate_classifier(estimator, "my_gate")
     check_gate_classifier(LogisticRegression(), "my_gate")  # no error
+
+
+# ---------------------------------------------------------------------------
+# The Newton solver's Hessian
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_softmax_hessian_is_the_derivative_of_the_gradient(alpha):
+    from mixexp.gating import _softmax_hessian, _softmax_probaT
+
+    rng = np.random.RandomState(0)
+    n_samples, n_features, n_experts = 40, 3, 4
+    X = rng.normal(size=(n_samples, n_features)) * [1.0, 5.0, 0.1] + 2.0
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    targetsT = rng.dirichlet(np.ones(n_experts), size=n_samples).T.copy()
+    scaled = rng.uniform(0.5, 1.5, n_samples)
+    scaled /= scaled.sum()
+    params = 0.5 * rng.normal(size=(n_features + 1) * n_experts)
+    args = (X, mean, scale, targetsT, scaled, alpha)
+    probaT = _softmax_probaT(params, X, mean, scale, n_experts)
+    hessian = _softmax_hessian(X, mean, scale, probaT, scaled, alpha)
+    step = 1e-6
+    numeric = np.empty_like(hessian)
+    for j in range(params.size):
+        shift = np.zeros_like(params)
+        shift[j] = step
+        numeric[:, j] = (
+            _softmax_objective(params + shift, *args)[1]
+            - _softmax_objective(params - shift, *args)[1]
+        ) / (2 * step)
+    np.testing.assert_allclose(hessian, numeric, atol=1e-8)
+    np.testing.assert_array_equal(hessian, hessian.T)
+    assert np.linalg.eigvalsh(hessian).min() > -1e-12
+
+
+def test_newton_gate_reaches_the_minimum_in_few_steps():
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(500, 3))
+    targets = rng.dirichlet(np.ones(3), size=500)
+    gate = SoftmaxGate(alpha=0.1, tol=1e-10).fit(X, targets)
+    assert gate.n_iter_ <= 10  # quadratic convergence
+    _, grad = _softmax_objective(
+        gate._params.ravel(),
+        X,
+        gate._mean,
+        gate._scale,
+        np.ascontiguousarray(targets.T),
+        np.full(500, 1 / 500),
+        0.1 / 500,
+    )
+    assert np.max(np.abs(grad)) < 1e-10

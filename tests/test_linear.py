@@ -1,0 +1,75 @@
+"""The normal-equation M-step of linear experts equals LinearRegression.fit."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression, Ridge
+
+from mixexp import MixtureOfExpertsRegressor
+from mixexp._linear import fit_linear_regression, is_plain_linear_regression
+from mixexp.datasets import make_regimes
+
+FITTED = ("coef_", "intercept_", "rank_", "singular_", "n_features_in_")
+
+
+def _problem(seed, n_samples=300, n_features=4, n_targets=None, offset=0.0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n_samples, n_features)) * rng.uniform(0.1, 10, n_features)
+    X += offset
+    shape = n_samples if n_targets is None else (n_samples, n_targets)
+    y = rng.normal(size=shape) + (X[:, 0] if n_targets is None else X[:, :1])
+    weights = rng.uniform(0, 2, n_samples)
+    weights[rng.rand(n_samples) < 0.2] = 0.0
+    return X, y, weights
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("n_targets", [None, 1, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_same_fit_as_linear_regression(seed, n_targets, fit_intercept):
+    X, y, weights = _problem(seed, n_targets=n_targets, offset=100.0 * seed)
+    expected = LinearRegression(fit_intercept=fit_intercept).fit(X, y, weights)
+    fitted = fit_linear_regression(
+        LinearRegression(fit_intercept=fit_intercept), X, y, weights
+    )
+    for name in FITTED:
+        got, want = getattr(fitted, name), getattr(expected, name)
+        assert np.shape(got) == np.shape(want), name
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(fitted.predict(X), expected.predict(X), rtol=1e-10)
+
+
+def test_unweighted_fit_matches():
+    X, y, _ = _problem(3)
+    fitted = fit_linear_regression(LinearRegression(), X, y, None)
+    np.testing.assert_allclose(fitted.coef_, LinearRegression().fit(X, y).coef_)
+
+
+def test_rank_deficient_columns_predict_like_linear_regression():
+    X, y, weights = _problem(4, n_features=3)
+    X = np.column_stack([X, 2.0 * X[:, 0] - X[:, 1], np.full(len(X), 7.0)])
+    expected = LinearRegression().fit(X, y, weights)
+    fitted = fit_linear_regression(LinearRegression(), X, y, weights)
+    # The two dependent columns are found (LinearRegression's SVD may count
+    # a rounding-error singular value as one more rank).
+    assert fitted.rank_ == 3
+    np.testing.assert_allclose(fitted.predict(X), expected.predict(X), rtol=1e-8)
+
+
+def test_only_plain_linear_regression_takes_the_fast_path():
+    class Subclass(LinearRegression):
+        pass
+
+    assert is_plain_linear_regression(LinearRegression())
+    assert not is_plain_linear_regression(LinearRegression(positive=True))
+    assert not is_plain_linear_regression(Subclass())
+    assert not is_plain_linear_regression(Ridge())
+
+
+def test_mixture_experts_are_ordinary_fitted_linear_regressions():
+    X, y = make_regimes(n_samples=400, random_state=0)
+    moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X, y)
+    rows = moe.predict_expert(X) == 0
+    for expert in moe.experts_:
+        assert type(expert) is LinearRegression
+        assert expert.coef_.shape == (2,)
+        assert np.isfinite(expert.predict(X[rows])).all()
