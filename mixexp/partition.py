@@ -62,11 +62,17 @@ def check_partition(partition):
 
 
 def initial_responsibilities(X, partition, n_experts, sample_weight, random_state):
-    """Responsibilities (n_samples, n_experts) that start EM.
+    """Return the responsibilities that start EM, one row per sample.
+
+    Each row says how much each expert is responsible for that sample at the
+    start of EM, before any expert or gate is fitted.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
+        Training inputs. They are standardised (with `sample_weight`) before
+        they are clustered; ``partition="random"`` ignores their values and
+        uses only their number of rows.
     partition : {"kmeans", "gmm", "random"} or clusterer
         ``"kmeans"``: one-hot k-means clusters; ``"gmm"``: a Gaussian
         mixture's posterior probabilities; ``"random"``: rows drawn from a
@@ -75,13 +81,61 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
         to `n_experts`, then its ``predict_proba`` (if any) or its labels
         give the responsibilities. Clustering is done on standardised `X`.
     n_experts : int
+        Number of experts, the number of columns of the result. A clusterer
+        without ``n_clusters`` or ``n_components`` must find exactly this
+        many clusters.
     sample_weight : ndarray of shape (n_samples,)
-    random_state : RandomState instance
+        Weight of each row, used to standardise `X` and passed to the
+        clusterer's ``fit`` when it accepts ``sample_weight``.
+    random_state : int, RandomState instance or None
+        Seeds the Dirichlet draws of ``partition="random"``, or else the
+        ``random_state`` of the clusterer (k-means, the Gaussian mixture, or
+        a clusterer instance that has one). Pass an int for reproducible
+        responsibilities.
 
     Returns
     -------
     ndarray of shape (n_samples, n_experts)
-        Rows sum to 1.
+        Responsibility of each expert for each row; rows sum to 1. Hard
+        partitions (k-means, or a clusterer's labels) give one-hot rows.
+
+    Raises
+    ------
+    ValueError
+        If `partition` is an unknown string, the clusterer's probabilities
+        are not of shape (n_samples, n_experts), or its labels name more
+        than `n_experts` clusters (or, when its number of clusters cannot be
+        set, a number other than `n_experts`).
+    TypeError
+        If `partition` is neither a string nor a clusterer (see
+        :func:`check_partition`).
+
+    See Also
+    --------
+    check_partition : Check that a partition is a known name or a clusterer.
+    resolve_feature_groups : Column indices of each expert's feature group.
+    mixexp.MixtureOfExpertsRegressor : The mixture whose ``partition``
+        parameter these responsibilities come from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mixexp.partition import initial_responsibilities
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.2], [5.0, 5.0], [5.2, 4.9]])
+    >>> initial_responsibilities(
+    ...     X, "kmeans", n_experts=2, sample_weight=np.ones(4), random_state=0
+    ... )
+    array([[1., 0.],
+           [1., 0.],
+           [0., 1.],
+           [0., 1.]])
+    >>> resp = initial_responsibilities(
+    ...     X, "random", n_experts=3, sample_weight=np.ones(4), random_state=0
+    ... )
+    >>> resp.shape
+    (4, 3)
+    >>> np.allclose(resp.sum(axis=1), 1.0)
+    True
     """
     rng = check_random_state(random_state)
     n_samples = X.shape[0]
@@ -146,7 +200,7 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
 
 
 def resolve_feature_groups(feature_groups, n_features, feature_names):
-    """Column indices of each expert's feature group.
+    """Return the column indices of each expert's feature group.
 
     Parameters
     ----------
@@ -156,12 +210,45 @@ def resolve_feature_groups(feature_groups, n_features, feature_names):
         fitted on a DataFrame), a boolean mask of length ``n_features``, or a
         single integer or name.
     n_features : int
-    feature_names : ndarray of str or None
+        Number of columns of `X`; integer indices must lie in
+        ``[-n_features, n_features)``.
+    feature_names : ndarray of str of shape (n_features,) or None
+        Column names of `X` (an estimator's ``feature_names_in_``), used to
+        resolve names; None when `X` has no column names, in which case a
+        selection by name raises a ValueError.
 
     Returns
     -------
     list of ndarray of int
-        Sorted, unique column indices per group. Groups may overlap.
+        One array per group, in the order of `feature_groups`: its sorted,
+        unique, non-negative column indices. Groups may overlap.
+
+    Raises
+    ------
+    TypeError
+        If `feature_groups` is not a list-like of selections, or a selection
+        holds something other than integers, names or booleans.
+    ValueError
+        If `feature_groups` or one of its selections is empty, a boolean mask
+        has the wrong length or selects nothing, an index is out of range, or
+        a name is unknown.
+
+    See Also
+    --------
+    initial_responsibilities : The responsibilities that start EM.
+    check_partition : Check that a partition is a known name or a clusterer.
+    mixexp.MixtureOfExpertsRegressor : The mixture whose ``feature_groups``
+        parameter is resolved here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mixexp.partition import resolve_feature_groups
+    >>> resolve_feature_groups([[2, 0, 0], [True, False, False, True]], 4, None)
+    [array([0, 2]), array([0, 3])]
+    >>> names = np.array(["age", "height", "weight"], dtype=object)
+    >>> resolve_feature_groups([["weight", "age"], -1], 3, names)
+    [array([0, 2]), array([2])]
     """
     if isinstance(feature_groups, (str, bytes)) or not hasattr(
         feature_groups, "__len__"

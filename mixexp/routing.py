@@ -28,7 +28,10 @@ __all__ = [
 
 
 def expert_capacity(n_rows, n_experts, capacity_factor):
-    """Rows an expert may take: ``ceil(n_rows / n_experts * capacity_factor)``.
+    """Return the number of rows an expert may take in a batch.
+
+    The capacity is ``ceil(n_rows / n_experts * capacity_factor)``: an even
+    share of the batch, scaled by `capacity_factor` and rounded up.
 
     Parameters
     ----------
@@ -37,11 +40,20 @@ def expert_capacity(n_rows, n_experts, capacity_factor):
     n_experts : int
         Number of experts.
     capacity_factor : float
-        Slack over an even split; 1.0 means exactly an even share.
+        Slack over an even split; 1.0 means exactly an even share (rounded
+        up), above 1.0 leaves room for uneven loads.
 
     Returns
     -------
     int
+        The most rows any one expert may take.
+
+    See Also
+    --------
+    capacity_assign : Assign each row to one expert within this capacity.
+    switch_route : Route a batch of rows under Switch Transformer rules.
+    mixexp.MixtureOfExpertsRegressor : Its ``capacity_factor`` limits the
+        rows each expert is fitted on to this capacity.
 
     Examples
     --------
@@ -67,6 +79,14 @@ def top_k_weights(gate_proba, k):
     ndarray of shape (n_rows, n_experts)
         Zero outside each row's top `k`; rows sum to 1. ``k=1`` is the
         most trusted expert alone, ``k=n_experts`` the gate itself.
+
+    See Also
+    --------
+    switch_route : Route a batch of rows to their top experts under a
+        capacity.
+    load_balance : The Switch Transformer's load-balancing statistic.
+    mixexp.MixtureOfExpertsRegressor : Its ``top_k`` pools each row's `k`
+        most trusted experts with these weights.
 
     Examples
     --------
@@ -131,11 +151,21 @@ def capacity_assign(priority, capacity, overflow="next"):
     capacity : int
         Rows each expert may take.
     overflow : {"next", "drop"}, default="next"
+        Where a row turned away by a full expert goes: ``"next"``, to its
+        next choice that still has room; ``"drop"``, nowhere (``-1``).
 
     Returns
     -------
     ndarray of shape (n_rows,)
         Expert of each row, or -1 for a row left out.
+
+    See Also
+    --------
+    expert_capacity : The capacity of each expert for a batch of rows.
+    switch_route : Route a batch of rows under Switch Transformer rules.
+    load_balance : The Switch Transformer's load-balancing statistic.
+    mixexp.MixtureOfExpertsRegressor : Its ``capacity_factor`` and
+        ``overflow`` assign rows this way under ``training="hard"``.
 
     Examples
     --------
@@ -199,6 +229,14 @@ def switch_route(gate_proba, capacity_factor=1.0, top_k=1):
         Expert index of each row (each of its choices), ``-1`` where the row
         overflowed.
 
+    See Also
+    --------
+    expert_capacity : The capacity of each expert for a batch of rows.
+    capacity_assign : Assign each row to one expert, overflowing to its
+        next choice.
+    top_k_weights : Row-wise pooling weights of each row's top experts.
+    load_balance : The Switch Transformer's load-balancing statistic.
+
     Examples
     --------
     >>> import numpy as np
@@ -230,7 +268,7 @@ def switch_route(gate_proba, capacity_factor=1.0, top_k=1):
 
 
 def load_balance(gate_proba, assignment=None):
-    """The Switch Transformer's load-balancing statistic.
+    """Compute the Switch Transformer's load-balancing statistic.
 
     ``n_experts * sum_k f_k * P_k``, where ``f_k`` is the share of rows
     dispatched to expert ``k`` (by default each row's most probable expert)
@@ -241,12 +279,26 @@ def load_balance(gate_proba, assignment=None):
     Parameters
     ----------
     gate_proba : ndarray of shape (n_rows, n_experts)
+        Gate probabilities of each row; rows sum to 1.
     assignment : ndarray of shape (n_rows,), default=None
-        Expert of each row (``-1`` for none); by default the argmax.
+        Expert each row is dispatched to, ``-1`` for a row dispatched to
+        none (it still counts in the number of rows, so dropped rows lower
+        the statistic). None dispatches each row to its most probable
+        expert.
 
     Returns
     -------
     float
+        ``n_experts * sum_k f_k * P_k``: 1 when the rows and the gate
+        probabilities are spread evenly over the experts, at most
+        `n_experts`, reached when one expert takes every row with certainty.
+
+    See Also
+    --------
+    switch_route : Route a batch of rows under Switch Transformer rules.
+    capacity_assign : Assign each row to one expert within a capacity.
+    mixexp.MixtureOfExpertsRegressor : Its ``load_balance_`` attribute is
+        this statistic on the training data.
 
     Examples
     --------
@@ -254,6 +306,11 @@ def load_balance(gate_proba, assignment=None):
     >>> from mixexp.routing import load_balance
     >>> float(load_balance(np.full((4, 2), 0.5), np.array([0, 1, 0, 1])))
     1.0
+    >>> gate = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    >>> round(load_balance(gate), 4)
+    1.15
+    >>> round(load_balance(gate, np.array([0, 0, -1, 1])), 4)
+    0.825
     """
     n_rows, n_experts = gate_proba.shape
     if assignment is None:

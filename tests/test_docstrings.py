@@ -46,33 +46,10 @@ IGNORED_FOR_METHODS = {
     "the alternatives",
 }
 
-# Docstrings that fail a check today: the methods the mixtures inherit from
-# mixexp/_base.py, and the functions of mixexp/partition.py and
-# mixexp/routing.py (parameters or return values without a description, no
-# See Also, no example). Each entry is strict: the test fails when a listed
-# check starts to pass, so that the entry is removed with the fix.
-_NO_DESCRIPTION = {"PR07", "RT03"}
-KNOWN_FAILURES = {
-    **{
-        f"mixexp.{cls}.{method}": codes
-        for cls in ("MixtureOfExpertsClassifier", "MixtureOfExpertsRegressor")
-        for method, codes in {
-            "aic": _NO_DESCRIPTION,
-            "bic": _NO_DESCRIPTION,
-            "get_metadata_routing": {"RT03"},
-            "log_likelihood": _NO_DESCRIPTION,
-            "predict_expert": {"PR07"},
-            "predict_gate": {"PR07"},
-        }.items()
-    },
-    "mixexp.partition.initial_responsibilities": {"EX01", "PR07", "SA01", "SS05"},
-    "mixexp.partition.resolve_feature_groups": {"EX01", "PR07", "SA01"},
-    "mixexp.routing.capacity_assign": {"SA01"},
-    "mixexp.routing.expert_capacity": {"RT03", "SA01", "SS05"},
-    "mixexp.routing.load_balance": {"PR07", "RT03", "SA01"},
-    "mixexp.routing.switch_route": {"SA01"},
-    "mixexp.routing.top_k_weights": {"SA01"},
-}
+# Docstrings that fail a check today, by public name and numpydoc code. Each
+# entry is strict: the test fails when a listed check starts to pass, so that
+# the entry is removed with the fix. Every public docstring passes now.
+KNOWN_FAILURES: dict = {}
 
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
