@@ -341,7 +341,10 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             X_parts=X_parts,
             sample_weight=sample_weight,
             noise_floor=self._noise_floor(y, sample_weight),
-            templates=templates,
+            # Unfitted clones: an expert is fitted on a fresh copy of its
+            # prototype at every EM step.
+            templates=[clone(template) for template in templates],
+            takes_weights=[_supports_sample_weight(t) for t in templates],
             routed=routed,
             splits=splits,
         )
@@ -694,7 +697,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                     template,
                     context.X_parts[k],
                     context.y_fit,
-                    weights,
+                    # fit checked that the weights are uniform for experts
+                    # that take none.
+                    weights if context.takes_weights[k] else None,
                     None if rows.size == weights.size else rows,
                     self._expert_params(context, k),
                     seeds[k],
@@ -925,6 +930,7 @@ class _FitContext:
     sample_weight: np.ndarray
     noise_floor: object
     templates: list
+    takes_weights: list
     routed: dict
     splits: list = None
 
@@ -1075,17 +1081,21 @@ def _set_random_states(estimator, seed):
 
 def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
     """Fit a clone of expert `k` on its rows and weights (runs in a worker)."""
-    estimator = clone(template)
-    _set_random_states(estimator, seed)
+    if is_plain_linear_regression(template):
+        # The template is an unfitted clone whose parameters are scalars: a
+        # shallow copy is a clone, without the cost of inspecting signatures
+        # at every EM step. There is no randomness to seed.
+        estimator = copy.copy(template)
+    else:
+        estimator = clone(template)
+        _set_random_states(estimator, seed)
     n_samples = X.shape[0]
     if rows is not None:
         X, y = X[rows], y[rows]
-        weights = weights[rows]
+        weights = None if weights is None else weights[rows]
         params = {
             key: take_rows(value, rows, n_samples) for key, value in params.items()
         }
-    if not _supports_sample_weight(template):
-        weights = None  # fit checked that the weights are uniform
     try:
         # X and y were checked finite once in fit; the experts need not
         # check them again at every EM step.

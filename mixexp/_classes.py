@@ -11,6 +11,7 @@ from sklearn.utils.validation import column_or_1d
 
 from mixexp import _em
 from mixexp._base import _BaseMixtureOfExperts, _fit_weighted
+from mixexp._linear import is_plain_linear_regression
 
 _SHARED_PARAMETERS = """
     expert : estimator or list of estimators, default=None
@@ -354,7 +355,14 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
 
     @staticmethod
     def _predict_expert(experts, k, X):
-        out = np.asarray(experts[k].predict(X), dtype=np.float64)
+        expert = experts[k]
+        if is_plain_linear_regression(expert):
+            # LinearRegression.predict's own formula, without re-validating
+            # X (the mixture validated it) at every EM step.
+            coef = expert.coef_
+            out = X @ (coef if coef.ndim == 1 else coef.T) + expert.intercept_
+        else:
+            out = np.asarray(expert.predict(X), dtype=np.float64)
         return _check_finite_output(out.reshape(X.shape[0], -1), experts, k)
 
     def _noise_floor(self, y, sample_weight):
