@@ -542,6 +542,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         posterior = self._reseed_collapsed(solution, solution.resp, None, context)
         targets, mstep = self._assign(posterior, context)
         max_iter = 1 if self.training == "fixed" else self.max_iter
+        # Hard EM and out-of-fold E-steps are not monotone: they may cycle or
+        # dip, so the iteration with the highest objective is kept.
+        keep_best = self.training == "hard" or context.splits is not None
+        best = None
+        before_last_mstep = None
         start = time.perf_counter()
         for n_iter in range(1, max_iter + 1):
             experts = self._fit_experts(context, mstep, seeds, solution.experts)
@@ -586,15 +591,41 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 solution, np.exp(log_resp, out=log_resp), log_prob, context
             )
             next_targets, next_mstep = self._assign(posterior, context)
+            if keep_best and (best is None or objective > best.history[-1]):
+                best = _Solution(
+                    experts=experts,
+                    gate=copy.deepcopy(gate),
+                    noise_variance=noise,
+                    resp=posterior,
+                    mstep=mstep,
+                    history=list(solution.history),
+                    n_iter=n_iter,
+                )
             reseeded = solution.reseeded_at == n_iter
             solution.converged = not reseeded and (
                 (previous is not None and abs(objective - previous) < self.tol)
-                or (self.training == "hard" and np.array_equal(next_mstep, mstep))
+                or (
+                    # The assignment stopped changing, or swings between two.
+                    self.training == "hard"
+                    and (
+                        np.array_equal(next_mstep, mstep)
+                        or (
+                            before_last_mstep is not None
+                            and np.array_equal(next_mstep, before_last_mstep)
+                        )
+                    )
+                )
             )
             if solution.converged:
                 break
+            before_last_mstep = mstep
             targets, mstep = next_targets, next_mstep
         solution.resp = posterior
+        if best is not None and best.history[-1] > solution.history[-1]:
+            solution.experts, solution.gate = best.experts, best.gate
+            solution.noise_variance, solution.resp = best.noise_variance, best.resp
+            solution.mstep, solution.n_iter = best.mstep, best.n_iter
+            solution.history = best.history
         if isinstance(solution.gate, SoftmaxGate):
             solution.gate._clear_cache()
         if self.verbose:

@@ -144,7 +144,7 @@ _SHARED_ATTRIBUTES = """
         Column indices seen by each expert.
 
     n_iter_ : int
-        EM iterations of the kept run.
+        EM iterations of the kept run, up to the kept solution.
 
     converged_ : bool
         Whether the kept run converged before `max_iter`.
@@ -154,10 +154,14 @@ _SHARED_ATTRIBUTES = """
         per-row log-likelihood of the training data, less the softmax
         gate's L2 penalty divided by the total weight (no penalty with
         ``alpha=0`` or a constant gate, where it is exactly the mean
-        log-likelihood). Soft EM never lowers it.
+        log-likelihood). Soft EM with experts whose fit maximises their
+        weighted likelihood (linear regression) never lowers it. Hard EM and
+        the out-of-fold E-step (`cv`) may: they keep the iteration where it
+        was highest.
 
     lower_bounds_ : list of float
-        `lower_bound_` after each EM iteration of the kept run.
+        `lower_bound_` after each EM iteration of the kept run, up to the
+        kept solution.
 
     expert_load_ : ndarray of shape (`n_experts_`,)
         Each expert's share of the training weight in the last M-step: its

@@ -1,6 +1,7 @@
 """Behaviour of MixtureOfExpertsRegressor and MixtureOfExpertsClassifier."""
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -663,3 +664,22 @@ def test_min_expert_load_keeps_experts_in_use():
     assert np.mean(balance[0.1]) < np.mean(balance[None]) - 0.2
     with pytest.raises(ValueError, match="min_expert_load"):
         MixtureOfExpertsRegressor(n_experts=5, min_expert_load=0.2).fit(X, y)
+
+
+def test_non_monotone_em_keeps_its_best_iteration():
+    """Hard EM with out-of-fold likelihoods can swing between two states;
+    it stops there and keeps the iteration with the highest objective."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mixexp.datasets import make_xor
+
+    X, y = make_xor(n_samples=600, flip=0.1, random_state=0)
+    moe = MixtureOfExpertsClassifier(
+        DecisionTreeClassifier(), n_experts=4, training="hard", cv=3, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        moe.fit(X, y)
+    assert moe.converged_
+    assert moe.lower_bound_ == max(moe.lower_bounds_)
+    assert len(moe.lower_bounds_) == moe.n_iter_
