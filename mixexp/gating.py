@@ -16,6 +16,7 @@ indices), so it can be used and inspected on its own.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 from scipy.optimize import minimize
@@ -447,8 +448,6 @@ class SoftmaxGate(BaseEstimator):
             flat, n_iter = result.x, int(result.nit)
             converged = result.success or n_iter < self.max_iter
         if warn and not converged:
-            import warnings
-
             warnings.warn(
                 f"SoftmaxGate did not converge in max_iter={self.max_iter} "
                 "iterations; increase max_iter or alpha.",
