@@ -70,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _common import LoadMeter, markdown_table, print_machine, write_section
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -206,6 +207,45 @@ def _scaled(estimator):
     return make_pipeline(StandardScaler(), estimator)
 
 
+class BICSelectedMixture(BaseEstimator):
+    """A mixture whose number of experts is the one with the lowest BIC.
+
+    The recipe of the user guide (model selection): fit 1 to ``max_experts``
+    experts on the training rows and keep the fit with the lowest
+    ``bic(X, y)`` on those same rows. One expert is the single expert plus
+    a constant gate, so the mixture can fall back to it.
+    """
+
+    def __init__(self, mixture, max_experts=4):
+        self.mixture = mixture
+        self.max_experts = max_experts
+
+    def fit(self, X, y):
+        fits = [
+            clone(self.mixture).set_params(n_experts=k).fit(X, y)
+            for k in range(1, self.max_experts + 1)
+        ]
+        self.best_ = min(fits, key=lambda fit: fit.bic(X, y))
+        self.n_experts_ = self.best_.n_experts_
+        if hasattr(self.best_, "classes_"):
+            self.classes_ = self.best_.classes_
+        return self
+
+    def predict(self, X):
+        return self.best_.predict(X)
+
+    def predict_proba(self, X):
+        return self.best_.predict_proba(X)
+
+
+class BICSelectedRegressor(RegressorMixin, BICSelectedMixture):
+    pass
+
+
+class BICSelectedClassifier(ClassifierMixin, BICSelectedMixture):
+    pass
+
+
 def models(task, hgb_experts):
     if task == "reg":
         linear, linear_name = LinearRegression(), "LinearRegression"
@@ -241,6 +281,15 @@ def models(task, hgb_experts):
     out = [
         (f"mixture, {k} linear experts", moe(linear, k), linear_name) for k in (2, 3, 4)
     ]
+    selector = BICSelectedRegressor if task == "reg" else BICSelectedClassifier
+    bic_selected = selector(mixture(linear, n_init=N_INIT, random_state=SEED, n_jobs=1))
+    out.append(
+        (
+            "mixture, linear experts, n_experts by BIC (1 to 4)",
+            _scaled(bic_selected),
+            linear_name,
+        )
+    )
     out.append(
         (f"mixture, 3 tree experts (max_depth={TREE_DEPTH})", moe(tree, 3), tree_name)
     )
