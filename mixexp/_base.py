@@ -978,13 +978,18 @@ def _ndim(a):
 
 
 def _check_2d(X):
-    """Refuse a 1-D X with a message that says how to reshape it."""
-    if _ndim(X) == 1:
+    """Refuse a 1-D X with a message that says how to reshape it.
+
+    Returns the number of dimensions of X (None if it has none).
+    """
+    ndim = _ndim(X)
+    if ndim == 1:
         raise ValueError(
             "X must be 2-D, of shape (n_samples, n_features); got a 1-D array. "
             "Reshape your data with X.reshape(-1, 1) if it is a single feature, "
             "or X.reshape(1, -1) if it is a single row."
         )
+    return ndim
 
 
 def _check_X_y_shapes(X, y):
@@ -993,13 +998,13 @@ def _check_X_y_shapes(X, y):
     scikit-learn's own checks say the same in terms of samples and arrays;
     these messages say which argument is at fault and how to fix it.
     """
-    _check_2d(X)
+    ndim = _check_2d(X)
     if sp.issparse(y):
         raise TypeError(
             "Sparse data was passed for y, but dense data is required. Use "
             "y.toarray() to convert it to a dense numpy array."
         )
-    if _ndim(X) != 2:
+    if ndim != 2:
         return
     n_rows = _num_samples(X)
     if n_rows == 0:

@@ -73,13 +73,16 @@ def fit_linear_regression(estimator, X, y, sample_weight):
     design *= root
     response = (targets - y_mean) * root
 
-    if estimator.fit_intercept:
-        # A constant column centres to rounding noise, not to zero: drop it
-        # (the intercept carries it) rather than fit the noise.
-        spread = np.sqrt(np.einsum("ij,ij->j", design, design) / total)
-        design[:, spread <= 1e-12 * np.abs(x_mean)] = 0.0
     gram = design.T @ design
     moment = design.T @ response
+    if estimator.fit_intercept:
+        # A constant column centres to rounding noise, not to zero: drop it
+        # (the intercept carries it) rather than fit the noise. Its weighted
+        # spread is on the Gram matrix's diagonal.
+        constant = np.sqrt(np.diag(gram) / total) <= 1e-12 * np.abs(x_mean)
+        gram[constant, :] = 0.0
+        gram[:, constant] = 0.0
+        moment[constant] = 0.0
     scale = np.sqrt(np.diag(gram))
     scale[scale == 0.0] = 1.0
     values, vectors = np.linalg.eigh(gram / np.outer(scale, scale))

@@ -88,6 +88,20 @@ def _log_proba_from_proba(proba):
         return np.log(np.maximum(proba, np.finfo(float).tiny))
 
 
+def _shifted_scoresT(coef, X, mean, scale):
+    """Linear scores of each expert, less each row's largest, as (K, n).
+
+    `coef` holds the intercepts (first row) and the coefficients on the
+    standardised features; the standardisation is folded into them, so X is
+    used as it is. The shift keeps ``exp`` from overflowing.
+    """
+    raw = coef[1:] / scale[:, np.newaxis]
+    scores = raw.T @ X.T
+    scores += (coef[0] - mean @ raw)[:, np.newaxis]
+    scores -= scores.max(axis=0)
+    return scores
+
+
 def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
     """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
 
@@ -117,13 +131,8 @@ def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
     short last axis of (n_samples, n_experts) arrays, and this function is
     called many times per EM step.
     """
-    n_features = X.shape[1]
-    n_experts = targetsT.shape[0]
-    coef = params.reshape(n_features + 1, n_experts)
-    raw = coef[1:] / scale[:, np.newaxis]
-    scores = raw.T @ X.T
-    scores += (coef[0] - mean @ raw)[:, np.newaxis]
-    scores -= scores.max(axis=0)
+    coef = params.reshape(X.shape[1] + 1, targetsT.shape[0])
+    scores = _shifted_scoresT(coef, X, mean, scale)
     cross = np.einsum("ki,ki->i", targetsT, scores)
     np.exp(scores, out=scores)
     norm = scores.sum(axis=0)
@@ -142,11 +151,7 @@ def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
 
 def _softmax_probaT(params, X, mean, scale, n_experts):
     """Gate probabilities at `params`, as an (n_experts, n_samples) array."""
-    coef = params.reshape(-1, n_experts)
-    raw = coef[1:] / scale[:, np.newaxis]
-    scores = raw.T @ X.T
-    scores += (coef[0] - mean @ raw)[:, np.newaxis]
-    scores -= scores.max(axis=0)
+    scores = _shifted_scoresT(params.reshape(-1, n_experts), X, mean, scale)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=0)
     return scores
