@@ -33,7 +33,6 @@ from sklearn.utils.metadata_routing import (
     MethodMapping,
     process_routing,
 )
-from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     _check_sample_weight,
     _num_samples,
@@ -41,11 +40,10 @@ from sklearn.utils.validation import (
     has_fit_parameter,
     validate_data,
 )
-from threadpoolctl import threadpool_limits
 
 from mixexp import _em
 from mixexp._linear import fit_linear_regression, is_plain_linear_regression
-from mixexp._utils import take_rows
+from mixexp._utils import limit_blas_threads, run_calls, take_rows
 from mixexp.exceptions import CollapsedExpertWarning
 from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate, make_gate
 from mixexp.partition import (
@@ -352,7 +350,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         # An EM step is many passes over (n, K) arrays and small matrix
         # products: threaded BLAS only adds synchronisation (measured 4x
         # slower per iteration on 2 busy cores). Parallelism comes from n_jobs.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with limit_blas_threads(1):
             if warm:
                 solution = self._warm_solution(context)
                 best = self._run_em(context, solution, rng)
@@ -360,9 +358,12 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 # One seed per initialisation, drawn up front, so that the runs
                 # can go in parallel and give the same result as in sequence.
                 seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_init)
-                runs = Parallel(n_jobs=self.n_jobs, prefer="threads")(
-                    delayed(self._single_run)(context, gate_template, init, seed)
-                    for init, seed in enumerate(seeds)
+                runs = run_calls(
+                    [
+                        (self._single_run, (context, gate_template, init, seed))
+                        for init, seed in enumerate(seeds)
+                    ],
+                    self.n_jobs,
                 )
                 best = max(runs, key=lambda run: run.lower_bound)
 
@@ -722,22 +723,25 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 # gate, which learns it explains nothing, gives it ~0.
                 weights, rows = w, np.arange(w.shape[0])
             jobs.append(
-                delayed(_fit_expert)(
-                    self,
-                    k,
-                    template,
-                    context.X_parts[k],
-                    context.y_fit,
-                    # fit checked that the weights are uniform for experts
-                    # that take none.
-                    weights if context.takes_weights[k] else None,
-                    None if rows.size == weights.size else rows,
-                    self._expert_params(context, k),
-                    seeds[k],
+                (
+                    _fit_expert,
+                    (
+                        self,
+                        k,
+                        template,
+                        context.X_parts[k],
+                        context.y_fit,
+                        # fit checked that the weights are uniform for experts
+                        # that take none.
+                        weights if context.takes_weights[k] else None,
+                        None if rows.size == weights.size else rows,
+                        self._expert_params(context, k),
+                        seeds[k],
+                    ),
                 )
             )
         todo = [job for job in jobs if job is not None]
-        fitted = iter(Parallel(n_jobs=self.n_jobs, prefer="threads")(todo))
+        fitted = iter(run_calls(todo, self.n_jobs))
         experts = []
         for k, job in enumerate(jobs):
             experts.append(next(fitted) if job is not None else previous[k])
@@ -745,10 +749,6 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
 
     def _fit_one(self, estimator, X, y, sample_weight, params):
         """Fit one expert clone; the classifier overrides it for one-class rows."""
-        if not params and is_plain_linear_regression(estimator):
-            # The same minimiser as LinearRegression.fit, several times faster
-            # when refitted at every EM step (see mixexp/_linear.py).
-            return fit_linear_regression(estimator, X, y, sample_weight)
         _fit_weighted(estimator, X, y, sample_weight, params)
         return estimator
 
@@ -1120,14 +1120,6 @@ def _set_random_states(estimator, seed):
 
 def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
     """Fit a clone of expert `k` on its rows and weights (runs in a worker)."""
-    if is_plain_linear_regression(template):
-        # The template is an unfitted clone whose parameters are scalars: a
-        # shallow copy is a clone, without the cost of inspecting signatures
-        # at every EM step. There is no randomness to seed.
-        estimator = copy.copy(template)
-    else:
-        estimator = clone(template)
-        _set_random_states(estimator, seed)
     n_samples = X.shape[0]
     if rows is not None:
         X, y = X[rows], y[rows]
@@ -1136,6 +1128,15 @@ def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
             key: take_rows(value, rows, n_samples) for key, value in params.items()
         }
     try:
+        if not params and is_plain_linear_regression(template):
+            # The template is an unfitted clone whose parameters are scalars:
+            # a shallow copy is a clone, without the cost of inspecting
+            # signatures at every EM step. The fit is the same minimiser as
+            # LinearRegression.fit, several times faster when refitted at
+            # every EM step (see mixexp/_linear.py); nothing to seed.
+            return fit_linear_regression(copy.copy(template), X, y, weights)
+        estimator = clone(template)
+        _set_random_states(estimator, seed)
         # X and y were checked finite once in fit; the experts need not
         # check them again at every EM step.
         with config_context(assume_finite=True):

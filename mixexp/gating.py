@@ -31,7 +31,6 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from mixexp._em import logsumexp_rows
 from mixexp._utils import take_rows
 
 __all__ = ["ClassifierGate", "ConstantGate", "SoftmaxGate"]
@@ -496,9 +495,6 @@ class SoftmaxGate(BaseEstimator):
         state.pop("_standardised", None)
         return state
 
-    def _scores(self, X):
-        return (X - self._mean) / self._scale @ self._params[1:] + self._params[0]
-
     def predict_log_proba(self, X):
         """Log gate probabilities.
 
@@ -517,8 +513,12 @@ class SoftmaxGate(BaseEstimator):
         return self._predict_log_proba(X)
 
     def _predict_log_proba(self, X):
-        scores = self._scores(X)
-        return scores - logsumexp_rows(scores)[:, np.newaxis]
+        # On the (K, n) layout (see _softmax_objective), without a
+        # standardised copy of X; returned as an (n, K) view.
+        scores = _shifted_scoresT(self._params, X, self._mean, self._scale)
+        norm = np.exp(scores).sum(axis=0)
+        scores -= np.log(norm)
+        return scores.T
 
     def predict_proba(self, X):
         """Gate probabilities: how much each expert is trusted on each row.
