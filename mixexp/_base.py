@@ -42,8 +42,8 @@ from sklearn.utils.validation import (
 )
 
 from mixexp import _em
-from mixexp._linear import fit_linear_regression, is_plain_linear_regression
-from mixexp._utils import limit_blas_threads, run_calls, take_rows
+from mixexp._linear import fit_linear_regressions, is_plain_linear_regression
+from mixexp._utils import limit_blas_threads, run_calls, runs_in_parallel, take_rows
 from mixexp.exceptions import CollapsedExpertWarning
 from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate, make_gate
 from mixexp.partition import (
@@ -570,7 +570,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 )
             log_lik = self._expert_log_likelihood(context.y, outputs, noise)
             del outputs  # n x K x outputs: free before the E-step allocates
-            log_resp, log_prob = _em.e_step(gate._predict_log_proba(context.X), log_lik)
+            resp, log_prob = _em.posterior(gate._predict_log_proba(context.X), log_lik)
             del log_lik
             objective = _em.mean_log_likelihood(log_prob, w) - gate.penalty_ / w.sum()
 
@@ -588,9 +588,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             if self.training == "fixed":
                 solution.converged = True
                 break
-            posterior = self._reseed_collapsed(
-                solution, np.exp(log_resp, out=log_resp), log_prob, context
-            )
+            posterior = self._reseed_collapsed(solution, resp, log_prob, context)
             next_targets, next_mstep = self._assign(posterior, context)
             if keep_best and (best is None or objective > best.history[-1]):
                 best = _Solution(
@@ -705,24 +703,32 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         Rows whose responsibility for an expert is negligible are left out
         of that expert's fit: this is what makes an EM iteration cost about
         one fit on all rows rather than one per expert, once the experts
-        have specialised.
+        have specialised. Plain linear experts are solved together (see
+        ``fit_linear_regressions``), unless the fits run in parallel.
         """
         w = context.sample_weight
-        jobs = []
+        calls, owners, linear = [], [], []
         for k, template in enumerate(context.templates):
             weights = w * resp[:, k]
             rows = np.flatnonzero(weights > _NEGLIGIBLE_RESPONSIBILITY * w)
             if train_rows is not None:
                 rows = np.intersect1d(rows, train_rows)
             if rows.size == 0 and previous is not None:
-                jobs.append(None)  # keeps the previous fit (the gate gives it ~0)
-                continue
+                continue  # keeps the previous fit (the gate gives it ~0)
             if rows.size == 0:
                 # No rows even after re-seeding (more experts than distinct
                 # rows): a fit on all rows keeps the expert defined, and the
                 # gate, which learns it explains nothing, gives it ~0.
                 weights, rows = w, np.arange(w.shape[0])
-            jobs.append(
+            # fit checked that the weights are uniform for experts that take
+            # none.
+            weights = weights if context.takes_weights[k] else None
+            rows = None if rows.size == w.size else rows
+            params = self._expert_params(context, k)
+            if not params and is_plain_linear_regression(template):
+                linear.append((k, weights, rows))
+                continue
+            calls.append(
                 (
                     _fit_expert,
                     (
@@ -731,20 +737,41 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                         template,
                         context.X_parts[k],
                         context.y_fit,
-                        # fit checked that the weights are uniform for experts
-                        # that take none.
-                        weights if context.takes_weights[k] else None,
-                        None if rows.size == weights.size else rows,
-                        self._expert_params(context, k),
+                        weights,
+                        rows,
+                        params,
                         seeds[k],
                     ),
                 )
             )
-        todo = [job for job in jobs if job is not None]
-        fitted = iter(run_calls(todo, self.n_jobs))
-        experts = []
-        for k, job in enumerate(jobs):
-            experts.append(next(fitted) if job is not None else previous[k])
+            owners.append([k])
+        groups = (
+            [linear]
+            if linear and not runs_in_parallel(self.n_jobs)
+            else [[job] for job in linear]
+        )
+        for group in groups:
+            ks = [k for k, _, _ in group]
+            calls.append(
+                (
+                    _fit_experts_by_normal_equations,
+                    (
+                        ks,
+                        [context.templates[k] for k in ks],
+                        [context.X_parts[k] for k in ks],
+                        context.y_fit,
+                        [weights for _, weights, _ in group],
+                        [rows for _, _, rows in group],
+                    ),
+                )
+            )
+            owners.append(ks)
+        experts = list(previous) if previous is not None else [None] * len(resp[0])
+        for ks, fitted in zip(owners, run_calls(calls, self.n_jobs), strict=True):
+            if len(ks) == 1 and not isinstance(fitted, list):
+                fitted = [fitted]
+            for k, expert in zip(ks, fitted, strict=True):
+                experts[k] = expert
         return experts
 
     def _fit_one(self, estimator, X, y, sample_weight, params):
@@ -1128,13 +1155,6 @@ def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
             key: take_rows(value, rows, n_samples) for key, value in params.items()
         }
     try:
-        if not params and is_plain_linear_regression(template):
-            # The template is an unfitted clone whose parameters are scalars:
-            # a shallow copy is a clone, without the cost of inspecting
-            # signatures at every EM step. The fit is the same minimiser as
-            # LinearRegression.fit, several times faster when refitted at
-            # every EM step (see mixexp/_linear.py); nothing to seed.
-            return fit_linear_regression(copy.copy(template), X, y, weights)
         estimator = clone(template)
         _set_random_states(estimator, seed)
         # X and y were checked finite once in fit; the experts need not
@@ -1142,12 +1162,30 @@ def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
         with config_context(assume_finite=True):
             return mixture._fit_one(estimator, X, y, weights, params)
     except Exception as exc:
-        message = f"expert {k} ({type(template).__name__}) failed to fit: {exc}"
-        try:
-            raised = type(exc)(message)
-        except Exception:
-            raised = None
-        if raised is None:
-            exc.add_note(message)
-            raise
-        raise raised from exc
+        _raise_naming_experts(exc, [k], template)
+
+
+def _fit_experts_by_normal_equations(ks, templates, X_parts, y, weights, rows):
+    """Fit plain LinearRegression experts `ks` together (runs in a worker).
+
+    The same minimiser as LinearRegression.fit, several times faster when
+    refitted at every EM step (see mixexp/_linear.py); nothing to seed.
+    """
+    try:
+        return fit_linear_regressions(templates, X_parts, y, weights, rows)
+    except Exception as exc:
+        _raise_naming_experts(exc, ks, templates[0])
+
+
+def _raise_naming_experts(exc, ks, template):
+    """Re-raise `exc` with a message that names the experts that failed."""
+    which = f"expert {ks[0]}" if len(ks) == 1 else f"experts {ks}"
+    message = f"{which} ({type(template).__name__}) failed to fit: {exc}"
+    try:
+        raised = type(exc)(message)
+    except Exception:
+        raised = None
+    if raised is None:
+        exc.add_note(message)
+        raise exc
+    raise raised from exc

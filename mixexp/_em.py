@@ -62,6 +62,41 @@ def e_step(log_gate, log_likelihood):
     return joint, log_prob
 
 
+def posterior(log_gate, log_likelihood):
+    """Responsibilities and per-row log-likelihood, as EM's loop needs them.
+
+    The same quantities as `e_step`, without logarithms of the
+    responsibilities: one ``exp`` of an (n, K) array per E-step instead of
+    two, on the (K, n) layout (see `logsumexp_rows`).
+
+    Parameters
+    ----------
+    log_gate : ndarray of shape (n, K)
+        Log gate probabilities ``log g_k(x_i)``.
+    log_likelihood : ndarray of shape (n, K)
+        Log expert likelihoods ``log p_k(y_i | x_i)``.
+
+    Returns
+    -------
+    resp : ndarray of shape (n, K)
+        Responsibilities; each row sums to 1. A transposed view of a
+        C-contiguous (K, n) array, so each expert's column is contiguous.
+    log_prob : ndarray of shape (n,)
+        ``log p(y_i | x_i) = logsumexp_k(log g_k + log p_k)``.
+    """
+    joint = np.add(log_gate.T, log_likelihood.T, order="C")
+    shift = joint.max(axis=0)
+    shift[~np.isfinite(shift)] = 0.0
+    joint -= shift
+    np.exp(joint, out=joint)
+    total = joint.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        joint /= total
+        log_prob = np.log(total)
+    log_prob += shift
+    return joint.T, log_prob
+
+
 def mean_log_likelihood(log_prob, sample_weight):
     """Weighted mean of the per-row log-likelihood."""
     return float(np.dot(sample_weight, log_prob) / sample_weight.sum())
@@ -83,14 +118,17 @@ def gaussian_log_likelihood(y, predictions, noise_variance):
         ``sum_j log N(y_ij; f_kj(x_i), sigma_kj^2)``; outputs are independent
         given the expert.
     """
-    out = np.empty((y.shape[0], len(predictions)))
+    # Filled expert by expert as (K, n), returned as an (n, K) view.
+    out = np.empty((len(predictions), y.shape[0]))
     for k, pred in enumerate(predictions):
         var = noise_variance[k]
-        sq = (y - pred) ** 2 / var
-        out[:, k] = -0.5 * (
-            sq.sum(axis=1) + np.sum(np.log(var)) + y.shape[1] * _LOG_2PI
-        )
-    return out
+        sq = np.subtract(y, pred)
+        sq **= 2
+        sq /= var
+        np.sum(sq, axis=1, out=out[k])
+        out[k] += np.sum(np.log(var)) + y.shape[1] * _LOG_2PI
+        out[k] *= -0.5
+    return out.T
 
 
 def noise_variance(y, predictions, resp, sample_weight, floor):

@@ -1,4 +1,4 @@
-"""The M-step of a linear-regression expert by weighted normal equations.
+"""The M-step of linear-regression experts by weighted normal equations.
 
 An EM iteration refits every expert on the same rows with new weights. For
 :class:`~sklearn.linear_model.LinearRegression` experts, scikit-learn's fit
@@ -7,7 +7,10 @@ solves each weighted least-squares problem by an SVD of the rescaled rows
 weighted Gram matrix when ``n >> d``, plus validation and copies made anew
 at each call. Here the same minimiser comes from the Gram matrix of the
 centred, correlation-scaled columns and its eigendecomposition, and the
-result is an ordinary fitted ``LinearRegression``.
+result is an ordinary fitted ``LinearRegression``. The experts of one EM
+step are solved together: each forms its own Gram matrix on its own rows,
+and the eigendecompositions run once on the stacked matrices, so on small
+data an iteration does not pay the fixed cost of a fit once per expert.
 
 The normal equations square the condition number of the centred, scaled
 columns. Directions whose eigenvalue falls below ``1000 d eps`` times the
@@ -19,7 +22,11 @@ expert gives predictions as accurate as the data pin down, not noise.
 import numpy as np
 from sklearn.linear_model import LinearRegression
 
-__all__ = ["fit_linear_regression", "is_plain_linear_regression"]
+__all__ = [
+    "fit_linear_regression",
+    "fit_linear_regressions",
+    "is_plain_linear_regression",
+]
 
 # Relative eigenvalue (per feature) of the scaled Gram matrix below which a
 # direction counts as rank-deficient: rounding leaves eigenvalues of about
@@ -38,8 +45,75 @@ def is_plain_linear_regression(estimator):
     return type(estimator) is LinearRegression and not estimator.positive
 
 
+def fit_linear_regressions(templates, X_parts, y, weights, rows):
+    """Fit plain LinearRegression templates, each on its own rows and weights.
+
+    The K weighted least-squares problems of an EM step are formed one by
+    one (each on its own rows, centred on its own weighted mean) and solved
+    together: the eigendecompositions and the bookkeeping run once on
+    stacked (K, d, d) arrays, so the fixed cost of a step does not grow
+    with the number of experts.
+
+    Parameters
+    ----------
+    templates : list of K LinearRegression
+        Unfitted; each one's ``fit_intercept`` is honoured. They are not
+        modified: the fitted experts are shallow copies.
+    X_parts : list of K ndarrays of shape (n_samples, n_features_k)
+        Finite float64 inputs of each expert (the same array, or column
+        subsets of it).
+    y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+    weights : list of K ndarrays of shape (n_samples,) or None
+        Non-negative row weights with a positive sum on each expert's rows.
+    rows : list of K ndarrays of int or None
+        The rows each expert is fitted on; ``None`` for all rows.
+
+    Returns
+    -------
+    list of K LinearRegression
+        With ``coef_``, ``intercept_``, ``rank_``, ``singular_`` and
+        ``n_features_in_`` set as ``LinearRegression.fit`` sets them.
+    """
+    widths = {X.shape[1] for X in X_parts}
+    if len(widths) > 1:  # column groups of different sizes cannot be stacked
+        return [
+            fit_linear_regressions([t], [X], y, [w], [r])[0]
+            for t, X, w, r in zip(templates, X_parts, weights, rows, strict=True)
+        ]
+    n_samples = y.shape[0]
+    targets = y.reshape(n_samples, -1)
+    intercepts = np.array([t.fit_intercept for t in templates])
+    problems = [
+        _normal_equations(X, targets, w, r, fit_intercept)
+        for X, w, r, fit_intercept in zip(
+            X_parts, weights, rows, intercepts, strict=True
+        )
+    ]
+    stacked = (np.stack(part) for part in zip(*problems, strict=True))
+    gram, moment, total, x_mean, y_mean = stacked
+    coef, rank, singular = _solve_normal_equations(
+        gram, moment, total, x_mean, intercepts
+    )
+    intercept = y_mean - np.einsum("kd,kdm->km", x_mean, coef)
+    n_features = gram.shape[1]
+    fitted = []
+    for k, template in enumerate(templates):
+        estimator = _shallow_copy(template)
+        estimator.n_features_in_ = n_features
+        estimator.rank_ = int(rank[k])
+        estimator.singular_ = singular[k]
+        if y.ndim == 1:
+            estimator.coef_ = coef[k, :, 0].copy()
+            estimator.intercept_ = float(intercept[k, 0]) if intercepts[k] else 0.0
+        else:
+            estimator.coef_ = np.ascontiguousarray(coef[k].T)
+            estimator.intercept_ = intercept[k] if intercepts[k] else 0.0
+        fitted.append(estimator)
+    return fitted
+
+
 def fit_linear_regression(estimator, X, y, sample_weight):
-    """Fit `estimator` (a plain LinearRegression) by weighted least squares.
+    """Fit one plain LinearRegression by weighted least squares.
 
     Parameters
     ----------
@@ -53,52 +127,81 @@ def fit_linear_regression(estimator, X, y, sample_weight):
 
     Returns
     -------
-    estimator : LinearRegression
-        With ``coef_``, ``intercept_``, ``rank_``, ``singular_`` and
-        ``n_features_in_`` set as ``LinearRegression.fit`` sets them.
+    LinearRegression
+        A fitted shallow copy of `estimator`.
     """
-    n_samples, n_features = X.shape
-    weights = np.ones(n_samples) if sample_weight is None else sample_weight
-    targets = y.reshape(n_samples, -1)
+    return fit_linear_regressions([estimator], [X], y, [sample_weight], [None])[0]
+
+
+def _normal_equations(X, targets, weights, rows, fit_intercept):
+    """Weighted Gram matrix and moments of one expert's centred rows."""
+    if rows is not None:
+        X, targets = X[rows], targets[rows]  # copies
+        weights = None if weights is None else weights[rows]
+    if weights is None:
+        weights = np.ones(X.shape[0])
+    total = weights.sum()
     root = np.sqrt(weights)[:, np.newaxis]
-    if estimator.fit_intercept:
-        total = weights.sum()
+    if fit_intercept:
         x_mean = weights @ X / total
         y_mean = weights @ targets / total
         design = X - x_mean  # the one copy of the rows
     else:
-        x_mean = np.zeros(n_features)
+        x_mean = np.zeros(X.shape[1])
         y_mean = np.zeros(targets.shape[1])
-        design = X.copy()
+        design = X * 1.0 if rows is None else X
     design *= root
     response = (targets - y_mean) * root
+    return design.T @ design, design.T @ response, total, x_mean, y_mean
 
-    gram = design.T @ design
-    moment = design.T @ response
-    if estimator.fit_intercept:
-        # A constant column centres to rounding noise, not to zero: drop it
-        # (the intercept carries it) rather than fit the noise. Its weighted
-        # spread is on the Gram matrix's diagonal.
-        constant = np.sqrt(np.diag(gram) / total) <= 1e-12 * np.abs(x_mean)
-        gram[constant, :] = 0.0
-        gram[:, constant] = 0.0
-        moment[constant] = 0.0
-    scale = np.sqrt(np.diag(gram))
+
+def _solve_normal_equations(gram, moment, total, x_mean, fit_intercept):
+    """Minimum-norm solutions of stacked normal equations.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (K, d, d)
+    moment : ndarray of shape (K, d, m)
+    total : ndarray of shape (K,)
+        Sum of each problem's weights.
+    x_mean : ndarray of shape (K, d)
+    fit_intercept : ndarray of bool of shape (K,)
+
+    Returns
+    -------
+    coef : ndarray of shape (K, d, m)
+    rank : ndarray of int of shape (K,)
+    singular : ndarray of shape (K, d)
+        Singular values of each weighted, centred design, largest first.
+    """
+    n_features = gram.shape[1]
+    # A constant column centres to rounding noise, not to zero: drop it (the
+    # intercept carries it) rather than fit the noise. Its weighted spread is
+    # on the Gram matrix's diagonal.
+    spread = np.sqrt(np.diagonal(gram, axis1=1, axis2=2) / total[:, np.newaxis])
+    constant = (spread <= 1e-12 * np.abs(x_mean)) & fit_intercept[:, np.newaxis]
+    if constant.any():
+        varying = ~constant
+        gram = gram * (varying[:, :, np.newaxis] & varying[:, np.newaxis, :])
+        moment = moment * varying[:, :, np.newaxis]
+    scale = np.sqrt(np.diagonal(gram, axis1=1, axis2=2))
     scale[scale == 0.0] = 1.0
-    values, vectors = np.linalg.eigh(gram / np.outer(scale, scale))
-    keep = values > _RANK_TOLERANCE * n_features * max(values[-1], 0.0)
-    values, vectors = values[keep], vectors[:, keep]
-    coef = vectors @ ((vectors.T @ (moment / scale[:, np.newaxis])) / values[:, None])
-    coef /= scale[:, np.newaxis]  # (n_features, n_targets)
-    intercept = y_mean - x_mean @ coef
+    values, vectors = np.linalg.eigh(
+        gram / (scale[:, :, np.newaxis] * scale[:, np.newaxis, :])
+    )
+    keep = values > _RANK_TOLERANCE * n_features * np.maximum(values[:, -1:], 0.0)
+    inverse = np.divide(1.0, values, out=np.zeros_like(values), where=keep)
+    projected = vectors.transpose(0, 2, 1) @ (moment / scale[:, :, np.newaxis])
+    coef = vectors @ (projected * inverse[:, :, np.newaxis])
+    coef /= scale[:, :, np.newaxis]
+    singular = np.sqrt(np.clip(np.linalg.eigvalsh(gram)[:, ::-1], 0.0, None))
+    return coef, keep.sum(axis=1), singular
 
-    estimator.n_features_in_ = n_features
-    estimator.rank_ = int(keep.sum())
-    estimator.singular_ = np.sqrt(np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None))
-    if y.ndim == 1:
-        estimator.coef_ = coef[:, 0]
-        estimator.intercept_ = float(intercept[0]) if estimator.fit_intercept else 0.0
-    else:
-        estimator.coef_ = np.ascontiguousarray(coef.T)
-        estimator.intercept_ = intercept if estimator.fit_intercept else 0.0
-    return estimator
+
+def _shallow_copy(estimator):
+    # An unfitted clone holds only scalar parameters: sharing them is a
+    # clone, without copy.copy's pickling protocol (~20 us per call, and an
+    # EM fit makes thousands).
+    twin = object.__new__(type(estimator))
+    twin.__dict__.update(estimator.__dict__)
+    return twin

@@ -33,6 +33,11 @@ def limit_blas_threads(n_threads):
     return _threadpool_controller().limit(limits=n_threads, user_api="blas")
 
 
+def runs_in_parallel(n_jobs):
+    """Whether joblib would run calls with `n_jobs` in more than one worker."""
+    return effective_n_jobs(n_jobs) > 1
+
+
 def run_calls(calls, n_jobs):
     """Run ``(function, args)`` pairs, in parallel threads where it pays.
 
@@ -42,7 +47,7 @@ def run_calls(calls, n_jobs):
     the warning filters into each call, is as large as a small expert's
     fit, and an EM fit makes thousands of calls.
     """
-    if effective_n_jobs(n_jobs) == 1:
+    if not runs_in_parallel(n_jobs):
         return [function(*args) for function, args in calls]
     return Parallel(n_jobs=n_jobs, prefer="threads")(
         delayed(function)(*args) for function, args in calls

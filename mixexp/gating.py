@@ -101,7 +101,29 @@ def _shifted_scoresT(coef, X, mean, scale):
     return scores
 
 
-def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
+def _softmax_evaluation(params, X, mean, scale, n_experts):
+    """What the gate's loss needs from its parameters, whatever the targets.
+
+    Returns
+    -------
+    scores : ndarray of shape (n_experts, n_samples)
+        Linear scores less each row's largest (see `_shifted_scoresT`).
+    probaT : ndarray of shape (n_experts, n_samples)
+        Gate probabilities, transposed.
+    log_norm : ndarray of shape (n_samples,)
+        ``log sum_k exp(scores)``, so that ``scores - log_norm`` are the log
+        gate probabilities.
+    """
+    scores = _shifted_scoresT(params.reshape(-1, n_experts), X, mean, scale)
+    probaT = np.exp(scores)
+    norm = probaT.sum(axis=0)
+    probaT /= norm
+    return scores, probaT, np.log(norm)
+
+
+def _softmax_objective(
+    params, X, mean, scale, targetsT, scaled, penalty_scale, evaluation=None
+):
     """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
 
     Parameters
@@ -120,6 +142,8 @@ def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
         tolerances do not depend on the number of rows.
     penalty_scale : float
         ``alpha / total weight``.
+    evaluation : tuple, default=None
+        `_softmax_evaluation` at `params`, when it is already known.
 
     Notes
     -----
@@ -131,19 +155,17 @@ def _softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale):
     called many times per EM step.
     """
     coef = params.reshape(X.shape[1] + 1, targetsT.shape[0])
-    scores = _shifted_scoresT(coef, X, mean, scale)
+    if evaluation is None:
+        evaluation = _softmax_evaluation(params, X, mean, scale, targetsT.shape[0])
+    scores, probaT, log_norm = evaluation
     cross = np.einsum("ki,ki->i", targetsT, scores)
-    np.exp(scores, out=scores)
-    norm = scores.sum(axis=0)
-    loss = scaled @ (np.log(norm) - cross)
+    loss = scaled @ (log_norm - cross)
     loss += 0.5 * penalty_scale * np.sum(coef[1:] ** 2)
-    # (P - T) * weight, in place in the scores buffer.
-    scores /= norm
-    scores -= targetsT
-    scores *= scaled
+    residual = probaT - targetsT
+    residual *= scaled
     grad = np.empty_like(coef)
-    grad[0] = scores.sum(axis=1)
-    grad[1:] = (X.T @ scores.T - np.outer(mean, grad[0])) / scale[:, np.newaxis]
+    grad[0] = residual.sum(axis=1)
+    grad[1:] = (X.T @ residual.T - np.outer(mean, grad[0])) / scale[:, np.newaxis]
     grad[1:] += penalty_scale * coef[1:]
     return loss, grad.ravel()
 
@@ -396,7 +418,9 @@ class SoftmaxGate(BaseEstimator):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
         self._clear_cache()  # X may be new data, or the same array changed
         self._curvature = None
-        return self._fit(X, targets, weights, warn=True)
+        self._fit(X, targets, weights, warn=True)
+        self._clear_cache()  # nor may X change under a cached evaluation
+        return self
 
     def _fit(self, X, targets, weights, warn, max_steps=None):
         """Fit on validated arrays (the EM loop calls this directly).
@@ -419,12 +443,22 @@ class SoftmaxGate(BaseEstimator):
         penalty_scale = float(self.alpha) / total
 
         def objective(flat):
+            evaluation = self._evaluation_at(flat, X, mean, scale)
+            if evaluation is None:
+                evaluation = _softmax_evaluation(flat, X, mean, scale, n_experts)
+                if self.warm_start:
+                    # EM's next E-step and next gate step start from here.
+                    self._evaluated = (X, mean, scale, flat, evaluation)
             return _softmax_objective(
-                flat, X, mean, scale, targetsT, scaled, penalty_scale
+                flat, X, mean, scale, targetsT, scaled, penalty_scale, evaluation
             )
 
         def hessian(flat):
-            probaT = _softmax_probaT(flat, X, mean, scale, n_experts)
+            evaluation = self._evaluation_at(flat, X, mean, scale)
+            if evaluation is None:
+                probaT = _softmax_probaT(flat, X, mean, scale, n_experts)
+            else:
+                probaT = evaluation[1]
             return _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
 
         if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
@@ -468,6 +502,19 @@ class SoftmaxGate(BaseEstimator):
         self.classes_ = np.arange(n_experts)
         return self
 
+    def _evaluation_at(self, flat, X, mean, scale):
+        """The remembered `_softmax_evaluation` at `flat` on `X`, if any."""
+        cached = getattr(self, "_evaluated", None)
+        if (
+            cached is not None
+            and cached[0] is X
+            and cached[1] is mean
+            and cached[2] is scale
+            and np.array_equal(cached[3], flat)
+        ):
+            return cached[4]
+        return None
+
     def _standardise(self, X, weights):
         """Weighted mean and scale of each feature.
 
@@ -488,11 +535,14 @@ class SoftmaxGate(BaseEstimator):
         # small matrix) stays, so that a warm-started refit continues exactly
         # where the last one stopped.
         self._standardised = None
+        self._evaluated = None
 
     def __getstate__(self):
-        # The standardisation cache holds the training data: never pickle it.
+        # The caches hold the training data and (n, K) arrays: never pickle
+        # (or deep-copy) them.
         state = super().__getstate__()
         state.pop("_standardised", None)
+        state.pop("_evaluated", None)
         return state
 
     def predict_log_proba(self, X):
@@ -514,7 +564,14 @@ class SoftmaxGate(BaseEstimator):
 
     def _predict_log_proba(self, X):
         # On the (K, n) layout (see _softmax_objective), without a
-        # standardised copy of X; returned as an (n, K) view.
+        # standardised copy of X; returned as an (n, K) view. Inside EM, the
+        # gate's last step has just computed the scores on X.
+        evaluation = self._evaluation_at(
+            self._params.ravel(), X, self._mean, self._scale
+        )
+        if evaluation is not None:
+            scores, _, log_norm = evaluation
+            return (scores - log_norm).T
         scores = _shifted_scoresT(self._params, X, self._mean, self._scale)
         norm = np.exp(scores).sum(axis=0)
         scores -= np.log(norm)

@@ -17,6 +17,7 @@ from mixexp._em import (
     mean_log_likelihood,
     noise_floor,
     noise_variance,
+    posterior,
     soften,
 )
 
@@ -93,6 +94,24 @@ def test_e_step_zero_gate_probability_gives_zero_responsibility():
     expected = 0.5 * np.exp(log_lik[1])
     np.testing.assert_allclose(resp[1], expected / expected.sum())
     assert np.all(np.isfinite(log_prob))
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_posterior_is_the_e_step_without_logarithms(rng, layout):
+    log_gate = np.log(softmax(rng.normal(size=(30, 4)), axis=1))
+    log_lik = rng.normal(scale=50.0, size=(30, 4))  # some rows underflow
+    log_lik[0] = [-1e4, -1e4 - 1.0, -np.inf, -1e4 - 700.0]
+    log_gate[1, 2] = -np.inf
+    log_gate, log_lik = np.asarray(log_gate, order=layout), log_lik
+    resp, log_prob = posterior(log_gate, log_lik)
+    log_resp, expected_log_prob = e_step(log_gate, log_lik)
+    assert resp.shape == (30, 4)
+    np.testing.assert_allclose(resp, np.exp(log_resp), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(log_prob, expected_log_prob, rtol=1e-14)
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=1e-12)
+    assert resp[1, 2] == 0.0 and resp[0, 2] == 0.0
+    # Each expert's column is contiguous: the experts' M-step reads columns.
+    assert resp[:, 0].flags.c_contiguous
 
 
 def test_mean_log_likelihood_is_weighted_mean(rng):

@@ -1,5 +1,7 @@
 """Gates of mixexp.gating, checked against independent computations."""
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -210,6 +212,36 @@ def test_softmax_gate_refit_after_data_changed_in_place(softmax_data):
     fresh = SoftmaxGate(**TIGHT).fit(X.copy(), targets)
     np.testing.assert_allclose(gate.coef_, fresh.coef_, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(gate.predict_proba(X), fresh.predict_proba(X), atol=1e-6)
+
+
+def test_softmax_gate_predicts_on_new_values_of_the_training_array(softmax_data):
+    """No evaluation cached during fit may outlive the public fit."""
+    X0, targets, _, _ = softmax_data
+    X = np.array(X0, dtype=np.float64, order="C")
+    gate = SoftmaxGate(warm_start=True).fit(X, targets)
+    X[:, 0] += 3.0  # same object, new values
+    expected = SoftmaxGate(warm_start=True).fit(X0, targets).predict_proba(X.copy())
+    np.testing.assert_allclose(gate.predict_proba(X), expected, rtol=1e-12)
+
+
+def test_softmax_gate_em_steps_reuse_the_last_evaluation(softmax_data):
+    """Inside EM, log-probabilities on the training X come from the last step
+    and equal a fresh computation; the next step starts from them."""
+    X, targets, _, _ = softmax_data
+    weights = np.ones(X.shape[0])
+    gate = SoftmaxGate(warm_start=True)
+    reference = SoftmaxGate(warm_start=True)
+    for step in range(3):
+        shifted = np.roll(targets, step, axis=1) * 0.5 + targets * 0.5
+        gate._fit(X, shifted, weights, warn=False, max_steps=1)
+        reference._fit(X.copy(), shifted, weights, warn=False, max_steps=1)
+        cached = gate._predict_log_proba(X)
+        assert gate._evaluation_at(gate._params.ravel(), X, gate._mean, gate._scale)
+        np.testing.assert_allclose(cached, gate._predict_log_proba(X.copy()))
+        np.testing.assert_allclose(gate.coef_, reference.coef_, rtol=1e-12)
+    gate._clear_cache()
+    assert gate._evaluated is None
+    assert "_evaluated" not in pickle.loads(pickle.dumps(gate)).__dict__
 
 
 def test_softmax_gate_warm_start_ignores_mismatched_shape(softmax_data):

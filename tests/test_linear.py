@@ -5,7 +5,11 @@ import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 
 from mixexp import MixtureOfExpertsRegressor
-from mixexp._linear import fit_linear_regression, is_plain_linear_regression
+from mixexp._linear import (
+    fit_linear_regression,
+    fit_linear_regressions,
+    is_plain_linear_regression,
+)
 from mixexp.datasets import make_regimes
 
 FITTED = ("coef_", "intercept_", "rank_", "singular_", "n_features_in_")
@@ -53,6 +57,49 @@ def test_rank_deficient_columns_predict_like_linear_regression():
     # a rounding-error singular value as one more rank).
     assert fitted.rank_ == 3
     np.testing.assert_allclose(fitted.predict(X), expected.predict(X), rtol=1e-8)
+
+
+@pytest.mark.parametrize("n_targets", [None, 2])
+def test_stacked_fits_equal_one_fit_per_expert(n_targets):
+    # Experts with their own rows, weights, columns and intercept setting,
+    # one of them rank-deficient, solved together.
+    X, y, weights = _problem(5, n_targets=n_targets, offset=50.0)
+    rng = np.random.RandomState(5)
+    X_dup = np.column_stack([X, X[:, 0] + X[:, 1]])
+    templates = [
+        LinearRegression(),
+        LinearRegression(fit_intercept=False),
+        LinearRegression(),
+    ]
+    X_parts = [X, X, X_dup[:, [0, 1, 2, 4]]]  # the last of rank 3
+    all_weights = [weights, rng.uniform(0, 1, len(X)), None]
+    rows = [None, np.flatnonzero(rng.rand(len(X)) < 0.5), np.arange(0, len(X), 3)]
+    fitted = fit_linear_regressions(templates, X_parts, y, all_weights, rows)
+    for template, est, X_k, w_k, r_k, rank in zip(
+        templates, fitted, X_parts, all_weights, rows, [4, 4, 3], strict=True
+    ):
+        r_k = slice(None) if r_k is None else r_k
+        w_k = None if w_k is None else w_k[r_k]
+        expected = LinearRegression(fit_intercept=template.fit_intercept)
+        expected.fit(X_k[r_k], y[r_k], w_k)
+        assert est is not template and not hasattr(template, "coef_")
+        assert est.rank_ == rank
+        np.testing.assert_allclose(
+            est.predict(X_k), expected.predict(X_k), rtol=1e-9, atol=1e-9
+        )
+        for name in ("intercept_", "singular_", "n_features_in_"):
+            assert np.shape(getattr(est, name)) == np.shape(getattr(expected, name))
+
+
+def test_stacked_fits_of_different_widths():
+    X, y, weights = _problem(6)
+    parts = [X[:, :2], X, X[:, 1:]]
+    fitted = fit_linear_regressions(
+        [LinearRegression()] * 3, parts, y, [weights] * 3, [None] * 3
+    )
+    for est, X_k in zip(fitted, parts, strict=True):
+        expected = LinearRegression().fit(X_k, y, weights)
+        np.testing.assert_allclose(est.coef_, expected.coef_, rtol=1e-9)
 
 
 def test_only_plain_linear_regression_takes_the_fast_path():
