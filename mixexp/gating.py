@@ -49,9 +49,10 @@ _NEGLIGIBLE_TARGET = 1e-8
 # 0.90 / 2.6 / 6.1 s with L-BFGS solves.
 _NEWTON_MAX_PARAMETERS = 1000
 
-# Rows per block when the softmax gate's Hessian is summed: large enough for
-# fast matrix products, small enough for each block to stay in cache.
-_HESSIAN_BLOCK_ROWS = 2048
+# Entries per block ((n_features + 1) * n_experts by a block of rows) when the
+# softmax gate's Hessian is summed: large enough for fast matrix products,
+# small enough for each block to stay in cache (2 MiB).
+_HESSIAN_BLOCK_SIZE = 2**18
 
 
 def _as_soft_targets(y, n_samples):
@@ -202,7 +203,7 @@ def _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
     -----
     With ``z_i`` the standardised row and a leading 1, the Hessian is
     ``sum_i w_i (diag(p_i) - p_i p_i^T) kron z_i z_i^T``. The second term is
-    ``Q^T Q`` for the rows ``q_i = sqrt(w_i) p_i kron z_i``: one symmetric
+    ``Q^T Q`` for the rows ``q_i = sqrt(w_i) z_i kron p_i``: one symmetric
     rank-update per block of rows, a matrix product wide enough to run at
     the machine's speed, on blocks small enough to stay in cache.
     """
@@ -210,32 +211,27 @@ def _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
     n_experts = probaT.shape[0]
     width = n_features + 1
     size = width * n_experts
-    outer = np.zeros((size, size))  # ordered (expert, feature)
-    diagonal = np.zeros((width, size))
-    z = np.empty((_HESSIAN_BLOCK_ROWS, width))
+    # Blocks of rows, transposed: every pass runs along contiguous memory.
+    block_rows = max(256, _HESSIAN_BLOCK_SIZE // size)
+    outer = np.zeros((size, size))  # ordered (feature, expert) as the params
+    diagonal = np.zeros((width, n_experts, width))
+    zT = np.empty((width, min(block_rows, n_samples)))
+    zT[0] = 1.0
     root = np.sqrt(scaled)
-    for start in range(0, n_samples, _HESSIAN_BLOCK_ROWS):
-        stop = min(start + _HESSIAN_BLOCK_ROWS, n_samples)
-        block = z[: stop - start]
-        block[:, 0] = 1.0
-        np.subtract(X[start:stop], mean, out=block[:, 1:])
-        block[:, 1:] /= scale
-        proba = probaT[:, start:stop].T
-        q = (proba * root[start:stop, np.newaxis])[:, :, np.newaxis] * block[:, None]
-        q = q.reshape(stop - start, size)
-        outer += q.T @ q
-        weighted = (proba * scaled[start:stop, np.newaxis])[:, :, np.newaxis]
-        diagonal += block.T @ (weighted * block[:, None]).reshape(stop - start, size)
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        z = zT[:, : stop - start]
+        np.subtract(X[start:stop].T, mean[:, np.newaxis], out=z[1:])
+        z[1:] /= scale[:, np.newaxis]
+        proba = probaT[:, start:stop]
+        q = (z[:, np.newaxis, :] * (proba * root[start:stop])).reshape(size, -1)
+        outer += q @ q.T
+        weighted = z[:, np.newaxis, :] * (proba * scaled[start:stop])
+        diagonal += (weighted.reshape(size, -1) @ z.T).reshape(width, n_experts, width)
     hessian = -outer
+    blocks = hessian.reshape(width, n_experts, width, n_experts)
     for k in range(n_experts):
-        cols = slice(k * width, (k + 1) * width)
-        hessian[cols, cols] += diagonal[:, cols]
-    # Reorder to the parameters' (feature, expert) layout.
-    hessian = (
-        hessian.reshape(n_experts, width, n_experts, width)
-        .transpose(1, 0, 3, 2)
-        .reshape(size, size)
-    )
+        blocks[:, k, :, k] += diagonal[:, k, :]
     penalised = np.arange(n_experts, size)  # the coefficient rows, not intercepts
     hessian[penalised, penalised] += penalty_scale
     return (hessian + hessian.T) / 2  # exactly symmetric, despite rounding

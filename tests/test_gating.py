@@ -636,12 +636,18 @@ def test_check_gate_classifier_names_parameter(estimator, match):
 # The Newton solver's Hessian
 
 
+@pytest.mark.parametrize("n_samples", [40, 1000])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
-def test_softmax_hessian_is_the_derivative_of_the_gradient(alpha):
+def test_softmax_hessian_is_the_derivative_of_the_gradient(
+    alpha, n_samples, monkeypatch
+):
+    from mixexp import gating
     from mixexp.gating import _softmax_hessian, _softmax_probaT
 
+    # 1000 rows are summed in blocks of 256 rows, the last one partial.
+    monkeypatch.setattr(gating, "_HESSIAN_BLOCK_SIZE", 256 * 16)
     rng = np.random.RandomState(0)
-    n_samples, n_features, n_experts = 40, 3, 4
+    n_features, n_experts = 3, 4
     X = rng.normal(size=(n_samples, n_features)) * [1.0, 5.0, 0.1] + 2.0
     mean, scale = X.mean(axis=0), X.std(axis=0)
     targetsT = rng.dirichlet(np.ones(n_experts), size=n_samples).T.copy()

@@ -74,7 +74,8 @@ def test_stacked_fits_equal_one_fit_per_expert(n_targets):
     X_parts = [X, X, X_dup[:, [0, 1, 2, 4]]]  # the last of rank 3
     all_weights = [weights, rng.uniform(0, 1, len(X)), None]
     rows = [None, np.flatnonzero(rng.rand(len(X)) < 0.5), np.arange(0, len(X), 3)]
-    fitted = fit_linear_regressions(templates, X_parts, y, all_weights, rows)
+    XT_parts = [np.ascontiguousarray(X_k.T) for X_k in X_parts]
+    fitted = fit_linear_regressions(templates, XT_parts, y, all_weights, rows)
     for template, est, X_k, w_k, r_k, rank in zip(
         templates, fitted, X_parts, all_weights, rows, [4, 4, 3], strict=True
     ):
@@ -94,8 +95,9 @@ def test_stacked_fits_equal_one_fit_per_expert(n_targets):
 def test_stacked_fits_of_different_widths():
     X, y, weights = _problem(6)
     parts = [X[:, :2], X, X[:, 1:]]
+    XT_parts = [np.ascontiguousarray(X_k.T) for X_k in parts]
     fitted = fit_linear_regressions(
-        [LinearRegression()] * 3, parts, y, [weights] * 3, [None] * 3
+        [LinearRegression()] * 3, XT_parts, y, [weights] * 3, [None] * 3
     )
     for est, X_k in zip(fitted, parts, strict=True):
         expected = LinearRegression().fit(X_k, y, weights)
