@@ -517,7 +517,11 @@ class SoftmaxGate(BaseEstimator):
         Reused while EM refits on the same X (with ``warm_start``).
         """
         cache = getattr(self, "_standardised", None)
-        if cache is not None and cache[0] is X and np.array_equal(cache[1], weights):
+        if (
+            cache is not None
+            and cache[0] is X
+            and (cache[1] is weights or np.array_equal(cache[1], weights))
+        ):
             return cache[2:]
         mean = np.average(X, axis=0, weights=weights)
         scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
