@@ -542,6 +542,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         seeds = rng.randint(np.iinfo(np.int32).max, size=n_experts)
         w = context.sample_weight
         posterior = self._reseed_collapsed(solution, solution.resp, None, context)
+        solution.resp = None  # an (n, K) array: set again when EM stops
         targets, mstep = self._assign(posterior, context)
         max_iter = 1 if self.training == "fixed" else self.max_iter
         # Hard EM and out-of-fold E-steps are not monotone: they may cycle or
@@ -618,7 +619,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             )
             if solution.converged:
                 break
-            before_last_mstep = mstep
+            if self.training == "hard":  # only hard EM looks for a 2-cycle
+                before_last_mstep = mstep
             targets, mstep = next_targets, next_mstep
         solution.resp = posterior
         if best is not None and best.history[-1] > solution.history[-1]:
@@ -710,7 +712,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         w = context.sample_weight
         calls, owners, linear = [], [], []
         for k, template in enumerate(context.templates):
-            weights = w * resp[:, k]
+            share = resp[:, k]
+            weights = w * share
             rows = np.flatnonzero(weights > _NEGLIGIBLE_RESPONSIBILITY * w)
             if train_rows is not None:
                 rows = np.intersect1d(rows, train_rows)
@@ -720,15 +723,18 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 # No rows even after re-seeding (more experts than distinct
                 # rows): a fit on all rows keeps the expert defined, and the
                 # gate, which learns it explains nothing, gives it ~0.
-                weights, rows = w, np.arange(w.shape[0])
-            # fit checked that the weights are uniform for experts that take
-            # none.
-            weights = weights if context.takes_weights[k] else None
+                share, weights, rows = np.ones_like(w), w, np.arange(w.shape[0])
             rows = None if rows.size == w.size else rows
             params = self._expert_params(context, k)
             if not params and is_plain_linear_regression(template):
-                linear.append((k, weights, rows))
+                # The responsibilities (a view), not the weights: the linear
+                # fit weights its own rows only, so that no (n, K) array of
+                # weights is held while the experts are fitted together.
+                linear.append((k, share, rows))
                 continue
+            # fit checked that the weights are uniform for experts that take
+            # none.
+            weights = weights if context.takes_weights[k] else None
             calls.append(
                 (
                     _fit_expert,
@@ -761,8 +767,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                         [context.templates[k] for k in ks],
                         [context.XT_parts[k] for k in ks],
                         context.y_fit,
-                        [weights for _, weights, _ in group],
+                        [share for _, share, _ in group],
                         [rows for _, _, rows in group],
+                        w,
                     ),
                 )
             )
@@ -1185,14 +1192,18 @@ def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
         _raise_naming_experts(exc, [k], template)
 
 
-def _fit_experts_by_normal_equations(ks, templates, XT_parts, y, weights, rows):
+def _fit_experts_by_normal_equations(
+    ks, templates, XT_parts, y, weights, rows, sample_weight
+):
     """Fit plain LinearRegression experts `ks` together (runs in a worker).
 
     The same minimiser as LinearRegression.fit, several times faster when
     refitted at every EM step (see mixexp/_linear.py); nothing to seed.
     """
     try:
-        return fit_linear_regressions(templates, XT_parts, y, weights, rows)
+        return fit_linear_regressions(
+            templates, XT_parts, y, weights, rows, sample_weight
+        )
     except Exception as exc:
         _raise_naming_experts(exc, ks, templates[0])
 

@@ -45,7 +45,7 @@ def is_plain_linear_regression(estimator):
     return type(estimator) is LinearRegression and not estimator.positive
 
 
-def fit_linear_regressions(templates, XT_parts, y, weights, rows):
+def fit_linear_regressions(templates, XT_parts, y, weights, rows, sample_weight=None):
     """Fit plain LinearRegression templates, each on its own rows and weights.
 
     The K weighted least-squares problems of an EM step are formed one by
@@ -67,9 +67,14 @@ def fit_linear_regressions(templates, XT_parts, y, weights, rows):
         length d and are several times slower.
     y : ndarray of shape (n_samples,) or (n_samples, n_targets)
     weights : list of K ndarrays of shape (n_samples,) or None
-        Non-negative row weights with a positive sum on each expert's rows.
+        Non-negative row weights of each expert (``None``: all 1), with a
+        positive sum on its rows (times `sample_weight`).
     rows : list of K ndarrays of int or None
         The rows each expert is fitted on; ``None`` for all rows.
+    sample_weight : ndarray of shape (n_samples,), default=None
+        Row weights shared by every expert, multiplied into each expert's
+        `weights` on its own rows only (EM passes the responsibilities as
+        `weights`: no (n, K) array of products is made).
 
     Returns
     -------
@@ -80,14 +85,14 @@ def fit_linear_regressions(templates, XT_parts, y, weights, rows):
     widths = {XT.shape[0] for XT in XT_parts}
     if len(widths) > 1:  # column groups of different sizes cannot be stacked
         return [
-            fit_linear_regressions([t], [XT], y, [w], [r])[0]
+            fit_linear_regressions([t], [XT], y, [w], [r], sample_weight)[0]
             for t, XT, w, r in zip(templates, XT_parts, weights, rows, strict=True)
         ]
     n_samples = y.shape[0]
     targetsT = np.ascontiguousarray(y.reshape(n_samples, -1).T)
     intercepts = np.array([t.fit_intercept for t in templates])
     problems = [
-        _normal_equations(XT, targetsT, w, r, fit_intercept)
+        _normal_equations(XT, targetsT, w, r, fit_intercept, sample_weight)
         for XT, w, r, fit_intercept in zip(
             XT_parts, weights, rows, intercepts, strict=True
         )
@@ -137,33 +142,46 @@ def fit_linear_regression(estimator, X, y, sample_weight):
     return fit_linear_regressions([estimator], [XT], y, [sample_weight], [None])[0]
 
 
-def _normal_equations(XT, targetsT, weights, rows, fit_intercept):
+def _normal_equations(XT, targetsT, weights, rows, fit_intercept, sample_weight):
     """Weighted Gram matrix and moments of one expert's centred rows.
 
     `XT` (d, n) and `targetsT` (m, n) are transposed; see
     `fit_linear_regressions`.
     """
-    if rows is not None:
-        # Copies; np.take is several times faster than XT[:, rows].
-        XT, targetsT = np.take(XT, rows, axis=1), np.take(targetsT, rows, axis=1)
-        weights = None if weights is None else np.take(weights, rows)
-    if weights is None:
-        weights = np.ones(XT.shape[1])
+    # One copy of the expert's rows, centred and weighted in place.
+    if rows is None:
+        design, response = XT.copy(), targetsT.copy()
+    else:
+        # np.take is several times faster than XT[:, rows].
+        design, response = np.take(XT, rows, axis=1), np.take(targetsT, rows, axis=1)
+    weights = _row_weights(weights, sample_weight, rows, design.shape[1])
     total = weights.sum()
     if fit_intercept:
-        x_mean = XT @ weights / total
-        y_mean = targetsT @ weights / total
-        design = XT - x_mean[:, np.newaxis]  # the one copy of the rows
-        response = targetsT - y_mean[:, np.newaxis]
+        x_mean = design @ weights / total
+        y_mean = response @ weights / total
+        design -= x_mean[:, np.newaxis]
+        response -= y_mean[:, np.newaxis]
     else:
-        x_mean = np.zeros(XT.shape[0])
-        y_mean = np.zeros(targetsT.shape[0])
-        design = XT.copy() if rows is None else XT
-        response = targetsT.copy() if rows is None else targetsT
+        x_mean = np.zeros(design.shape[0])
+        y_mean = np.zeros(response.shape[0])
     root = np.sqrt(weights)
     design *= root
     response *= root
     return design @ design.T, design @ response.T, total, x_mean, y_mean
+
+
+def _row_weights(weights, sample_weight, rows, n_rows):
+    """The product of the two optional weights on `rows` (all 1 if neither)."""
+    factors = [
+        factor if rows is None else np.take(factor, rows)
+        for factor in (weights, sample_weight)
+        if factor is not None
+    ]
+    if not factors:
+        return np.ones(n_rows)
+    if len(factors) == 1:
+        return factors[0]
+    return factors[0] * factors[1]
 
 
 def _solve_normal_equations(gram, moment, total, x_mean, fit_intercept):

@@ -441,6 +441,7 @@ class SoftmaxGate(BaseEstimator):
         def objective(flat):
             evaluation = self._evaluation_at(flat, X, mean, scale)
             if evaluation is None:
+                self._evaluated = None  # two (n, K) arrays: free them first
                 evaluation = _softmax_evaluation(flat, X, mean, scale, n_experts)
                 if self.warm_start:
                     # EM's next E-step and next gate step start from here.
