@@ -7,7 +7,7 @@ experts and ``SoftmaxGate(alpha=0.0)``, the unpenalised gate). Both start
 from the same hard k-means partition, computed once here and handed to
 flexmix as ``cluster=`` and to mixexp as a fixed-labels "clusterer".
 
-Two comparisons:
+Three comparisons:
 
 1. **To convergence** under the same stopping rule. flexmix stops when
    ``|L_t - L_{t-1}| / (|L_t| + 0.1) < tolerance`` (``L`` the total
@@ -17,6 +17,11 @@ Two comparisons:
    total log-likelihood, taken from a pilot run.
 2. **A fixed 200 iterations** (``tolerance = 0`` in flexmix, ``tol = 0`` in
    mixexp), so that the time per EM iteration is compared on equal work.
+3. **At equal log-likelihood**, the project's target: flexmix's time to
+   convergence against the time of a mixexp fit stopped at the first
+   iteration whose log-likelihood reaches flexmix's final one (found from
+   the pilot run's history). Under comparison 1 mixexp also spends the
+   iterations that take it past flexmix's log-likelihood.
 
 Only the fitting call is timed: ``system.time(flexmix(...))`` inside R (R's
 start-up, reading the CSV and loading the package are excluded) and
@@ -326,7 +331,12 @@ def main(argv=None):
         def verdict(ratio, delta):
             return "met" if ratio >= 50 and delta >= -close else "NOT met"
 
-        target = "target >= 50x faster at equal or better log-likelihood"
+        # The target is a speed at equal log-likelihood: the time mixexp takes
+        # to reach flexmix's final log-likelihood. Run to convergence under
+        # the same rule, mixexp also does the further work of climbing past
+        # it, so that ratio is reported as well, with its own verdict.
+        ratio_reach = None if reach is None else fc["time"] / reach["time"]
+        target = "target >= 50x faster"
         summary = [
             ["flexmix / mixexp wall time, to convergence, default threads", ratio_conv],
             ["flexmix / mixexp wall time, to convergence, 1 thread", ratio_conv1],
@@ -343,8 +353,18 @@ def main(argv=None):
             ],
             ["log-likelihood mixexp - flexmix, to convergence", dll],
             ["log-likelihood mixexp - flexmix, 200 iterations", dll_fixed],
-            [f"{target}, default threads", verdict(ratio_conv, dll)],
-            [f"{target}, 1 thread", verdict(ratio_conv1, dll1)],
+            [
+                f"{target} at equal log-likelihood (time to reach flexmix's)",
+                "NOT met" if reach is None else verdict(ratio_reach, 0.0),
+            ],
+            [
+                f"{target}, both to convergence under the same rule, default threads",
+                verdict(ratio_conv, dll),
+            ],
+            [
+                f"{target}, both to convergence under the same rule, 1 thread",
+                verdict(ratio_conv1, dll1),
+            ],
         ]
         table_summary = markdown_table(["figure", "value"], summary)
         print("\nSummary")
