@@ -548,6 +548,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         # Hard EM and out-of-fold E-steps are not monotone: they may cycle or
         # dip, so the iteration with the highest objective is kept.
         keep_best = self.training == "hard" or context.splits is not None
+        floor = _COLLAPSED_ROWS / w.shape[0]  # an expert's share, collapsed
         best = None
         before_last_mstep = None
         start = time.perf_counter()
@@ -590,9 +591,16 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             if self.training == "fixed":
                 solution.converged = True
                 break
+            # An iteration whose E-step took all the rows away from an expert
+            # fitted on some is not kept as the best: that expert explains
+            # nothing, yet this iteration's gate still trusts it somewhere.
+            wasted = keep_best and bool(
+                np.any((_shares(resp, w) < floor) & (_shares(mstep, w) >= floor))
+            )
             posterior = self._reseed_collapsed(solution, resp, log_prob, context)
             next_targets, next_mstep = self._assign(posterior, context)
-            if keep_best and (best is None or objective > best.history[-1]):
+            better = best is None or objective > best.history[-1]
+            if keep_best and better and not wasted:
                 best = _Solution(
                     experts=experts,
                     gate=copy.deepcopy(gate),
@@ -668,7 +676,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         gate can learn the split and both experts stay in use.
         """
         w = context.sample_weight
-        share = w @ resp / w.sum()
+        share = _shares(resp, w)
         floor = _COLLAPSED_ROWS / resp.shape[0]
         if self.min_expert_load is not None:
             floor = max(floor, self.min_expert_load)
@@ -1000,6 +1008,11 @@ class _FitContext:
     takes_weights: list
     routed: dict
     splits: list = None
+
+
+def _shares(resp, sample_weight):
+    """Each expert's share of the total weight under responsibilities `resp`."""
+    return sample_weight @ resp / sample_weight.sum()
 
 
 def _transposed_parts(X_parts, templates):

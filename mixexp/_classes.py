@@ -31,9 +31,9 @@ _SHARED_PARAMETERS = """
 
         - ``"softmax"``: multinomial logistic regression on the inputs,
           fitted on the responsibilities (:class:`~mixexp.gating.SoftmaxGate`
-          with ``alpha=1e-3``; pass an instance to change ``alpha``;
-          ``SoftmaxGate(alpha=0.0)`` is the unpenalised maximum-likelihood
-          gate);
+          with ``alpha="auto"``, a penalty set by the data; pass an
+          instance to fix ``alpha``; ``SoftmaxGate(alpha=0.0)`` is the
+          unpenalised maximum-likelihood gate);
         - ``"constant"``: mixing proportions that do not depend on the input
           (:class:`~mixexp.gating.ConstantGate`), the classic finite mixture;
         - any classifier with ``predict_proba`` whose ``fit`` takes
@@ -277,7 +277,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     >>> X, y = make_regimes(n_samples=600, n_regimes=3, random_state=0)
     >>> moe = MixtureOfExpertsRegressor(n_experts=3, n_init=3, random_state=0).fit(X, y)
     >>> round(moe.score(X, y), 3)
-    0.996
+    0.998
     >>> moe.predict_gate(X[:4]).max(axis=1).round(2)  # one expert trusted per row
     array([1., 1., 1., 1.])
     >>> sorted(moe.expert_load_.round(2).tolist())  # the regimes' shares

@@ -23,7 +23,7 @@ from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, clone
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -48,6 +48,18 @@ _NEGLIGIBLE_TARGET = 1e-8
 # iteration at 8 / 16 / 32 experts (168 / 336 / 672 parameters), against
 # 0.90 / 2.6 / 6.1 s with L-BFGS solves.
 _NEWTON_MAX_PARAMETERS = 1000
+
+# alpha="auto": the evidence re-estimate of the penalty starts from
+# _AUTO_ALPHA_START and stays within [_AUTO_ALPHA_MIN, _AUTO_ALPHA_MAX]. Inside
+# EM a re-estimate that lowers alpha by less than _AUTO_ALPHA_MIN_CHANGE is
+# not made, so that EM can settle (experts such as trees would otherwise keep
+# it moving); a standalone fit alternates solves and re-estimates at most
+# _AUTO_ALPHA_MAX_ROUNDS times.
+_AUTO_ALPHA_START = 1e-3
+_AUTO_ALPHA_MIN = 1e-6
+_AUTO_ALPHA_MAX = 1e3
+_AUTO_ALPHA_MIN_CHANGE = 0.05
+_AUTO_ALPHA_MAX_ROUNDS = 100
 
 # Entries per block ((n_features + 1) * n_experts by a block of rows) when the
 # softmax gate's Hessian is summed: large enough for fast matrix products,
@@ -310,6 +322,53 @@ def _pseudo_inverse_factors(hessian):
     return values[keep], np.ascontiguousarray(vectors[:, keep])
 
 
+def _evidence_alpha(params, curvature, penalty_scale, n_experts):
+    """MacKay's evidence re-estimate of the gate's L2 penalty.
+
+    ``alpha = gamma / ||W||^2``, with ``W`` the coefficients on standardised
+    features and ``gamma = sum_j lambda_j / (lambda_j + alpha)`` the number
+    of coefficients the data determine well (``lambda_j`` the eigenvalues of
+    the cross-entropy's Hessian on the coefficients; MacKay 1992, "The
+    evidence framework applied to classification networks").
+
+    Parameters
+    ----------
+    params : ndarray of shape (n_features + 1, n_experts)
+        Intercepts (first row) and coefficients.
+    curvature : tuple of ndarray
+        ``(values, vectors)``: the kept eigenpairs of the Hessian of
+        `_softmax_objective` (the weights divided by their total), in the
+        parameters' (feature, expert) order.
+    penalty_scale : float
+        ``alpha / total weight`` in that Hessian.
+    n_experts : int
+
+    Returns
+    -------
+    alpha : float or None
+        None when ``W`` is zero.
+    gamma : float
+
+    Notes
+    -----
+    ``gamma = p - alpha trace(A^-1)`` over the coefficients, ``A`` the
+    penalised Hessian of the summed cross-entropy with the intercepts
+    profiled out; with ``A = total * H`` that trace is ``penalty_scale *
+    sum_j ||V_Wj||^2 / h_j`` over the eigenpairs ``(h_j, V_j)`` of ``H``.
+    A shift shared by every expert's coefficients has ``h_j = penalty_scale``
+    and counts zero, and the directions dropped as null count zero too.
+    """
+    values, vectors = curvature
+    on_coef = vectors[n_experts:]  # the coefficient rows, not the intercepts
+    share = np.einsum("ij,ij->j", on_coef, on_coef)
+    gamma = float(share @ (1.0 - penalty_scale / values))
+    gamma = min(max(gamma, 0.0), float(on_coef.shape[0]))
+    norm2 = float(np.sum(params[1:] ** 2))
+    if not norm2 > 0:
+        return None, gamma
+    return gamma / norm2, gamma
+
+
 class SoftmaxGate(BaseEstimator):
     """Multinomial logistic gate fitted on soft targets.
 
@@ -324,17 +383,28 @@ class SoftmaxGate(BaseEstimator):
 
     Parameters
     ----------
-    alpha : float, default=1e-3
+    alpha : float or "auto", default="auto"
         L2 penalty on the coefficients of the standardised features, on the
         scale of the summed (not averaged) cross-entropy, like ``1 / C`` in
-        :class:`~sklearn.linear_model.LogisticRegression`. The default is a
-        light touch that keeps the coefficients finite when the experts'
-        regions are separable while letting the gate be sharp (on generated
-        regime data, ``alpha=1`` blurs the boundaries and costs several
-        points of R2). ``alpha=0`` is the
-        unpenalised maximum-likelihood gate (the one R's flexmix and mixtools
-        fit); it can run to very large coefficients when the experts'
-        regions are separable.
+        :class:`~sklearn.linear_model.LogisticRegression`.
+
+        ``"auto"`` lets the data set it, by MacKay's evidence re-estimate
+        ``alpha = gamma / ||W||^2`` (``gamma`` the number of coefficients
+        the data determine well, see `gamma_`): small where the experts'
+        regions are sharp and well supported, large where the gate would
+        only fit noise. A fit alternates solves and re-estimates until
+        alpha settles (starting from 1e-3). Inside EM, alpha is re-estimated
+        once per M-step; after the first M-step (and in a warm-started
+        refit) it may only decrease, by at least 5% at a time, so that the
+        penalised objective EM reports never goes down. It stays within
+        ``[1e-6, 1e3]``.
+
+        A number fixes the penalty: ``alpha=0`` is the unpenalised
+        maximum-likelihood gate (the one R's flexmix and mixtools fit),
+        which can run to very large coefficients when the experts' regions
+        are separable; a small fixed value such as 1e-3 keeps them finite
+        while letting the gate be sharp, at the risk of an overfitted gate
+        on small, noisy data.
     max_iter : int, default=100
         Maximum number of Newton steps per fit.
     tol : float, default=1e-6
@@ -350,9 +420,16 @@ class SoftmaxGate(BaseEstimator):
         Coefficients on the original (unstandardised) features.
     intercept_ : ndarray of shape (n_experts,)
     penalty_ : float
-        The penalty term ``alpha / 2 * ||W||^2`` at the solution (on the
+        The penalty term ``alpha_ / 2 * ||W||^2`` at the solution (on the
         standardised scale), so that a mixture can report the penalised
         objective EM maximises.
+    alpha_ : float
+        The penalty in use: `alpha`, or its last re-estimate with
+        ``alpha="auto"`` (the one the next warm-started fit starts from).
+    gamma_ : float or None
+        With ``alpha="auto"``, the number of coefficients the data
+        determine well at the last re-estimate (between 0 and
+        ``n_features * n_experts``); None otherwise.
     n_iter_ : int
         Newton steps of the last fit.
     classes_ : ndarray of shape (n_experts,)
@@ -379,13 +456,13 @@ class SoftmaxGate(BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
     }
 
-    def __init__(self, alpha=1e-3, *, max_iter=100, tol=1e-6, warm_start=False):
+    def __init__(self, alpha="auto", *, max_iter=100, tol=1e-6, warm_start=False):
         self.alpha = alpha
         self.max_iter = max_iter
         self.tol = tol
@@ -414,6 +491,8 @@ class SoftmaxGate(BaseEstimator):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
         self._clear_cache()  # X may be new data, or the same array changed
         self._curvature = None
+        if not self.warm_start:
+            self.alpha_ = None
         self._fit(X, targets, weights, warn=True)
         self._clear_cache()  # nor may X change under a cached evaluation
         return self
@@ -421,10 +500,79 @@ class SoftmaxGate(BaseEstimator):
     def _fit(self, X, targets, weights, warn, max_steps=None):
         """Fit on validated arrays (the EM loop calls this directly).
 
+        EM passes `max_steps` to take a capped number of Newton steps (a
+        generalised M-step); with ``alpha="auto"`` the penalty is then
+        re-estimated once, and otherwise until it settles.
+        """
+        if self.alpha != "auto":
+            self.alpha_, self.gamma_ = float(self.alpha), None
+            return self._fit_penalised(X, targets, weights, warn, max_steps)
+        # A fit that continues a previous one (EM's later M-steps, or a
+        # warm start) may only relax the penalty, by 5% or more at a time: a
+        # smaller penalty can only raise the penalised objective at the
+        # current gate, so EM's objective never goes down, and alpha
+        # settles. A first fit finds its fixed point freely.
+        first = getattr(self, "alpha_", None) is None
+        alpha = _AUTO_ALPHA_START if first else self.alpha_
+        capped = max_steps is not None
+        for _ in range(1 if capped else _AUTO_ALPHA_MAX_ROUNDS):
+            self.alpha_ = alpha
+            self._fit_penalised(X, targets, weights, warn, max_steps)
+            new = self._evidence_update(X, weights, fresh=not capped)
+            if new is None:
+                break
+            if first:
+                settled = not capped and abs(np.log(new / alpha)) < 1e-6
+            else:
+                settled = new > (1 - _AUTO_ALPHA_MIN_CHANGE) * alpha
+            if settled:
+                break
+            alpha = new
+        self.alpha_ = alpha
+        self.penalty_ = 0.5 * alpha * float(np.sum(self._params[1:] ** 2))
+        return self
+
+    def _evidence_update(self, X, weights, fresh=False):
+        """The evidence re-estimate of alpha at the current fit, clipped.
+
+        Inside EM the eigendecomposition of the last Newton step is reused
+        (computed at nearby parameters: an approximation that costs
+        nothing); a standalone fit (`fresh`) computes the Hessian at the
+        solution, so that where it settles does not depend on the path.
+        """
+        n_experts = self._params.shape[1]
+        total = weights.sum()
+        curvature = getattr(self, "_curvature", None)
+        penalty_scale = getattr(self, "_curvature_penalty", None)
+        if fresh or curvature is None or penalty_scale is None:
+            flat = self._params.ravel()
+            evaluation = self._evaluation_at(flat, X, self._mean, self._scale)
+            if evaluation is None:
+                probaT = _softmax_probaT(flat, X, self._mean, self._scale, n_experts)
+            else:
+                probaT = evaluation[1]
+            penalty_scale = self.alpha_ / total
+            hessian = _softmax_hessian(
+                X, self._mean, self._scale, probaT, weights / total, penalty_scale
+            )
+            curvature = _pseudo_inverse_factors(hessian)
+            if self.warm_start:
+                self._curvature, self._curvature_penalty = curvature, penalty_scale
+        if curvature[0].size == 0:
+            return None
+        new, self.gamma_ = _evidence_alpha(
+            self._params, curvature, penalty_scale, n_experts
+        )
+        if new is None:  # no coefficients left: the data support none
+            return _AUTO_ALPHA_MAX
+        return float(np.clip(new, _AUTO_ALPHA_MIN, _AUTO_ALPHA_MAX))
+
+    def _fit_penalised(self, X, targets, weights, warn, max_steps):
+        """Minimise the penalised cross-entropy at ``alpha_``.
+
         Inside one EM run X never changes, so its standardisation (and the
         curvature of the last Newton step) is computed once and reused (with
-        ``warm_start``). EM passes `max_steps` to take a capped number of
-        Newton steps: a generalised M-step.
+        ``warm_start``).
         """
         n_features, n_experts = X.shape[1], targets.shape[1]
         mean, scale = self._standardise(X, weights)
@@ -436,7 +584,7 @@ class SoftmaxGate(BaseEstimator):
             start = previous
         targetsT = np.ascontiguousarray(targets.T)
         scaled = weights / total
-        penalty_scale = float(self.alpha) / total
+        penalty_scale = self.alpha_ / total
 
         def objective(flat):
             evaluation = self._evaluation_at(flat, X, mean, scale)
@@ -462,15 +610,24 @@ class SoftmaxGate(BaseEstimator):
             curvature = None
             if start is previous:
                 curvature = getattr(self, "_curvature", None)
+                # A curvature from a rather different penalty (alpha was
+                # re-estimated since) would mislead the step.
+                known = getattr(self, "_curvature_penalty", None)
+                if known is None or not known / 1.5 <= penalty_scale <= known * 1.5:
+                    curvature = None
             max_iter = self.max_iter
             if max_steps is not None:
                 max_iter = min(max_iter, max_steps)
+            given = curvature
             flat, n_iter, converged, curvature = _newton_minimise(
                 objective, start.ravel(), hessian, max_iter, self.tol, curvature
             )
             if self.warm_start:
                 self._curvature = curvature
+                if curvature is not given:
+                    self._curvature_penalty = penalty_scale
         else:
+            self._curvature = None
             # Too many parameters for the Hessian to pay off: quasi-Newton,
             # solved in full (a few L-BFGS steps would not be enough).
             result = minimize(
@@ -494,7 +651,7 @@ class SoftmaxGate(BaseEstimator):
         self._mean, self._scale = mean, scale
         self.coef_ = params[1:] / scale[:, np.newaxis]
         self.intercept_ = params[0] - mean @ self.coef_
-        self.penalty_ = 0.5 * float(self.alpha) * float(np.sum(params[1:] ** 2))
+        self.penalty_ = 0.5 * self.alpha_ * float(np.sum(params[1:] ** 2))
         self.n_iter_ = n_iter
         self.classes_ = np.arange(n_experts)
         return self

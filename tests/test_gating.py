@@ -352,6 +352,7 @@ def test_softmax_gate_not_fitted():
     ("params", "name"),
     [
         ({"alpha": -1.0}, "alpha"),
+        ({"alpha": "evidence"}, "alpha"),
         ({"max_iter": 0}, "max_iter"),
         ({"tol": -1e-3}, "tol"),
         ({"warm_start": "yes"}, "warm_start"),
@@ -687,3 +688,114 @@ def test_newton_gate_reaches_the_minimum_in_few_steps():
         0.1 / 500,
     )
     assert np.max(np.abs(grad)) < 1e-10
+
+
+# ---------------------------------------------------------------------------
+# alpha="auto": the evidence re-estimate of the penalty
+
+
+def _labels_from_a_softmax(seed, n_samples=300, scale=1.0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n_samples, 4)) * [1.0, 5.0, 0.1, 2.0] + 3.0
+    scores = scale * X @ rng.normal(size=(4, 3)) / 3 + rng.gumbel(size=(n_samples, 3))
+    weights = rng.uniform(0.5, 1.5, n_samples)
+    return X, np.argmax(scores, axis=1), weights
+
+
+def test_evidence_gamma_counts_the_well_determined_coefficients():
+    """gamma from the cached eigenpairs equals sum lambda / (lambda + alpha)
+    over the eigenvalues of the data Hessian on the coefficients, with the
+    intercepts profiled out (MacKay's definition)."""
+    from mixexp.gating import (
+        _evidence_alpha,
+        _pseudo_inverse_factors,
+        _softmax_hessian,
+        _softmax_probaT,
+    )
+
+    X, labels, weights = _labels_from_a_softmax(0)
+    n_experts, alpha, total = 3, 2.5, weights.sum()
+    gate = SoftmaxGate(alpha=alpha, **TIGHT).fit(X, labels, sample_weight=weights)
+    params = gate._params
+    probaT = _softmax_probaT(params.ravel(), X, gate._mean, gate._scale, n_experts)
+    hessian = _softmax_hessian(X, gate._mean, gate._scale, probaT, weights / total, 0)
+    data = hessian * total  # of the summed cross-entropy
+    b, w = np.arange(n_experts), np.arange(n_experts, params.size)
+    profiled = (
+        data[np.ix_(w, w)]
+        - data[np.ix_(w, b)] @ np.linalg.pinv(data[np.ix_(b, b)]) @ data[np.ix_(b, w)]
+    )
+    lam = np.clip(np.linalg.eigvalsh(profiled), 0.0, None)
+    expected = np.sum(lam / (lam + alpha))
+
+    curvature = _pseudo_inverse_factors(
+        _softmax_hessian(
+            X, gate._mean, gate._scale, probaT, weights / total, alpha / total
+        )
+    )
+    new_alpha, gamma = _evidence_alpha(params, curvature, alpha / total, n_experts)
+    assert gamma == pytest.approx(expected, rel=1e-8)
+    # The shift shared by every expert's coefficients is not determined.
+    assert 0 < gamma < 4 * (n_experts - 1) + 1e-9
+    assert new_alpha == pytest.approx(gamma / np.sum(params[1:] ** 2))
+
+
+def test_auto_alpha_fit_ends_at_the_evidence_fixed_point():
+    X, labels, weights = _labels_from_a_softmax(1)
+    gate = SoftmaxGate(alpha="auto", **TIGHT).fit(X, labels, sample_weight=weights)
+    assert gate.alpha_ == pytest.approx(
+        gate.gamma_ / np.sum(gate._params[1:] ** 2), rel=1e-4
+    )
+    # The same fit as a fixed penalty at that value.
+    fixed = SoftmaxGate(alpha=gate.alpha_, **TIGHT).fit(
+        X, labels, sample_weight=weights
+    )
+    np.testing.assert_allclose(gate.coef_, fixed.coef_, rtol=1e-5, atol=1e-8)
+    assert fixed.gamma_ is None and fixed.alpha_ == gate.alpha_
+
+
+def test_auto_alpha_is_small_for_sharp_labels_and_large_for_noise():
+    X, sharp_labels, _ = _labels_from_a_softmax(2, n_samples=2000, scale=20.0)
+    noise_labels = np.random.RandomState(2).randint(3, size=2000)
+    sharp = SoftmaxGate(alpha="auto").fit(X, sharp_labels)
+    noise = SoftmaxGate(alpha="auto").fit(X, noise_labels)
+    assert sharp.alpha_ < 1e-2 < 1.0 < noise.alpha_
+    # Noise labels carry no information about X: the gate stays near flat.
+    assert np.ptp(noise.predict_proba(X), axis=0).max() < 0.2
+
+
+def test_auto_alpha_warm_refit_only_lowers_it():
+    X, labels, _ = _labels_from_a_softmax(3)
+    gate = SoftmaxGate(alpha="auto", warm_start=True).fit(X, labels)
+    first = gate.alpha_
+    # Random labels would call for a larger penalty: a warm refit keeps it.
+    gate.fit(X, np.random.RandomState(3).randint(3, size=len(X)))
+    assert gate.alpha_ <= first
+    cold = SoftmaxGate(alpha="auto").fit(X, labels)
+    assert cold.alpha_ == pytest.approx(first, rel=1e-3)  # to the solver's tol
+
+
+def test_auto_alpha_inside_em_only_decreases_after_the_first_step():
+    from mixexp import MixtureOfExpertsRegressor
+    from mixexp.datasets import make_regimes
+
+    X, y = make_regimes(n_samples=1500, n_regimes=3, random_state=0)
+    seen = []
+    original = SoftmaxGate._fit
+
+    def recording(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        seen.append(self.alpha_)
+        return result
+
+    moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0)
+    try:
+        SoftmaxGate._fit = recording
+        moe.fit(X, y)
+    finally:
+        SoftmaxGate._fit = original
+    steps = np.diff(seen[1:])
+    assert len(seen) == moe.n_iter_ and np.all(steps <= 0)
+    assert seen[-1] == moe.gate_.alpha_ < seen[1]  # sharp regimes: relaxed
+    history = np.array(moe.lower_bounds_)
+    assert np.all(np.diff(history) >= -1e-12)  # EM's objective never goes down

@@ -22,7 +22,7 @@ from mixexp.plotting import GateRegionsDisplay
 X, y = make_regimes(n_samples=800, n_regimes=3, noise=0.2, random_state=0)
 
 gates = {
-    "softmax (alpha=1e-3)": "softmax",
+    "softmax (alpha='auto')": "softmax",
     "softmax (alpha=10)": SoftmaxGate(alpha=10.0),
     "decision tree": DecisionTreeClassifier(max_depth=5, min_samples_leaf=10),
     "constant": "constant",

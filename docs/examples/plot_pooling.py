@@ -24,7 +24,7 @@ y = np.sin(1.5 * X[:, 0]) + 0.1 * rng.randn(300)
 grid = np.linspace(-3, 3, 400)[:, np.newaxis]
 
 # %%
-# With a sharp gate (the default ``alpha=1e-3``) the two poolings nearly
+# With a sharp gate (``alpha=1e-3``) the two poolings nearly
 # coincide. With a blurred gate (``alpha=10``) the weighted sum mixes
 # neighbouring experts everywhere, while the argmax still follows one expert
 # at a time, with a jump where the most trusted expert changes. The lower
