@@ -513,6 +513,28 @@ class SoftmaxGate(BaseEstimator):
         # current gate, so EM's objective never goes down, and alpha
         # settles. A first fit finds its fixed point freely.
         first = getattr(self, "alpha_", None) is None
+        capped = max_steps is not None
+        if first and capped:
+            # EM's first M-step: the level of alpha comes from the gate
+            # solved in full (after one step from zero its coefficients are
+            # still small, and alpha would come out far too high); the step
+            # EM takes is then one step from zero at that level (a gate
+            # solved in full would sharpen EM's first responsibilities).
+            alpha = self._fit_auto(X, targets, weights, False, None, first=True)
+            self.alpha_ = alpha
+            self._params = self._curvature = self._evaluated = None
+            self._fit_penalised(X, targets, weights, warn, max_steps)
+        else:
+            alpha = self._fit_auto(X, targets, weights, warn, max_steps, first)
+        self.alpha_ = alpha
+        self.penalty_ = 0.5 * alpha * float(np.sum(self._params[1:] ** 2))
+        return self
+
+    def _fit_auto(self, X, targets, weights, warn, max_steps, first):
+        """Alternate fits and evidence re-estimates; return the next alpha.
+
+        Under a step cap (EM), one fit and one re-estimate.
+        """
         alpha = _AUTO_ALPHA_START if first else self.alpha_
         capped = max_steps is not None
         for _ in range(1 if capped else _AUTO_ALPHA_MAX_ROUNDS):
@@ -522,15 +544,13 @@ class SoftmaxGate(BaseEstimator):
             if new is None:
                 break
             if first:
-                settled = not capped and abs(np.log(new / alpha)) < 1e-6
+                settled = abs(np.log(new / alpha)) < 1e-6
             else:
                 settled = new > (1 - _AUTO_ALPHA_MIN_CHANGE) * alpha
             if settled:
                 break
             alpha = new
-        self.alpha_ = alpha
-        self.penalty_ = 0.5 * alpha * float(np.sum(self._params[1:] ** 2))
-        return self
+        return alpha
 
     def _evidence_update(self, X, weights, fresh=False):
         """The evidence re-estimate of alpha at the current fit, clipped.
