@@ -718,11 +718,12 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         ``fit_linear_regressions``), unless the fits run in parallel.
         """
         w = context.sample_weight
+        negligible = _NEGLIGIBLE_RESPONSIBILITY * w
         calls, owners, linear = [], [], []
         for k, template in enumerate(context.templates):
             share = resp[:, k]
             weights = w * share
-            rows = np.flatnonzero(weights > _NEGLIGIBLE_RESPONSIBILITY * w)
+            rows = np.flatnonzero(weights > negligible)
             if train_rows is not None:
                 rows = np.intersect1d(rows, train_rows)
             if rows.size == 0 and previous is not None:

@@ -119,14 +119,20 @@ def gaussian_log_likelihood(y, predictions, noise_variance):
         given the expert.
     """
     # Filled expert by expert as (K, n), returned as an (n, K) view.
+    n_outputs = y.shape[1]
     out = np.empty((len(predictions), y.shape[0]))
     for k, pred in enumerate(predictions):
         var = noise_variance[k]
-        sq = np.subtract(y, pred)
-        sq **= 2
-        sq /= var
-        np.sum(sq, axis=1, out=out[k])
-        out[k] += np.sum(np.log(var)) + y.shape[1] * _LOG_2PI
+        if n_outputs == 1:  # no sum over a length-1 axis: one pass less
+            sq = np.subtract(y[:, 0], pred[:, 0], out=out[k])
+            sq *= sq
+            sq *= 1.0 / var[0]
+        else:
+            sq = np.subtract(y, pred)
+            sq **= 2
+            sq /= var
+            np.sum(sq, axis=1, out=out[k])
+        out[k] += np.sum(np.log(var)) + n_outputs * _LOG_2PI
         out[k] *= -0.5
     return out.T
 

@@ -149,21 +149,26 @@ def _normal_equations(XT, targetsT, weights, rows, fit_intercept, sample_weight)
     `fit_linear_regressions`.
     """
     # One copy of the expert's rows, centred and weighted in place.
-    if rows is None:
-        design, response = XT.copy(), targetsT.copy()
-    else:
+    if rows is not None:
         # np.take is several times faster than XT[:, rows].
-        design, response = np.take(XT, rows, axis=1), np.take(targetsT, rows, axis=1)
-    weights = _row_weights(weights, sample_weight, rows, design.shape[1])
+        XT, targetsT = np.take(XT, rows, axis=1), np.take(targetsT, rows, axis=1)
+    weights = _row_weights(weights, sample_weight, rows, XT.shape[1])
     total = weights.sum()
     if fit_intercept:
-        x_mean = design @ weights / total
-        y_mean = response @ weights / total
-        design -= x_mean[:, np.newaxis]
-        response -= y_mean[:, np.newaxis]
+        x_mean = XT @ weights / total
+        y_mean = targetsT @ weights / total
+        if rows is None:  # the copy is the centring
+            design = XT - x_mean[:, np.newaxis]
+            response = targetsT - y_mean[:, np.newaxis]
+        else:
+            design, response = XT, targetsT
+            design -= x_mean[:, np.newaxis]
+            response -= y_mean[:, np.newaxis]
     else:
-        x_mean = np.zeros(design.shape[0])
-        y_mean = np.zeros(response.shape[0])
+        x_mean = np.zeros(XT.shape[0])
+        y_mean = np.zeros(targetsT.shape[0])
+        design = XT.copy() if rows is None else XT
+        response = targetsT.copy() if rows is None else targetsT
     root = np.sqrt(weights)
     design *= root
     response *= root
