@@ -783,7 +783,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 )
             )
             owners.append(ks)
-        experts = list(previous) if previous is not None else [None] * len(resp[0])
+        experts = list(previous) if previous is not None else [None] * resp.shape[1]
         for ks, fitted in zip(owners, run_calls(calls, self.n_jobs), strict=True):
             if len(ks) == 1 and not isinstance(fitted, list):
                 fitted = [fitted]
