@@ -760,7 +760,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                     ),
                 )
             )
-            owners.append([k])
+            owners.append(k)  # one expert, fitted alone
         groups = (
             [linear]
             if linear and not runs_in_parallel(self.n_jobs)
@@ -782,13 +782,14 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                     ),
                 )
             )
-            owners.append(ks)
+            owners.append(ks)  # a list of experts, fitted together
         experts = list(previous) if previous is not None else [None] * resp.shape[1]
-        for ks, fitted in zip(owners, run_calls(calls, self.n_jobs), strict=True):
-            if len(ks) == 1 and not isinstance(fitted, list):
-                fitted = [fitted]
-            for k, expert in zip(ks, fitted, strict=True):
-                experts[k] = expert
+        for owner, fitted in zip(owners, run_calls(calls, self.n_jobs), strict=True):
+            if isinstance(owner, list):
+                for k, expert in zip(owner, fitted, strict=True):
+                    experts[k] = expert
+            else:
+                experts[owner] = fitted
         return experts
 
     def _fit_one(self, estimator, X, y, sample_weight, params):

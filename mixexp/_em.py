@@ -31,12 +31,23 @@ def logsumexp_rows(a):
     this runs on every EM iteration.
     """
     work = np.array(a.T, dtype=np.float64, order="C")  # always a copy
+    total, shift = _exp_shifted_columns(work)
+    with np.errstate(divide="ignore"):
+        return np.log(total) + shift
+
+
+def _exp_shifted_columns(work):
+    """``exp(work - shift)`` in place, each column shifted by its maximum.
+
+    `work` is a (K, n) array; returns the column sums of the exponentials
+    and the shifts, so that ``log(sums) + shifts`` is each column's
+    logsumexp. A column with no finite maximum is not shifted.
+    """
     shift = work.max(axis=0)
     shift[~np.isfinite(shift)] = 0.0
     work -= shift
     np.exp(work, out=work)
-    with np.errstate(divide="ignore"):
-        return np.log(work.sum(axis=0)) + shift
+    return work.sum(axis=0), shift
 
 
 def e_step(log_gate, log_likelihood):
@@ -85,11 +96,7 @@ def posterior(log_gate, log_likelihood):
         ``log p(y_i | x_i) = logsumexp_k(log g_k + log p_k)``.
     """
     joint = np.add(log_gate.T, log_likelihood.T, order="C")
-    shift = joint.max(axis=0)
-    shift[~np.isfinite(shift)] = 0.0
-    joint -= shift
-    np.exp(joint, out=joint)
-    total = joint.sum(axis=0)
+    total, shift = _exp_shifted_columns(joint)
     with np.errstate(divide="ignore", invalid="ignore"):
         joint /= total
         log_prob = np.log(total)

@@ -565,15 +565,14 @@ class SoftmaxGate(BaseEstimator):
         curvature = getattr(self, "_curvature", None)
         penalty_scale = getattr(self, "_curvature_penalty", None)
         if fresh or curvature is None or penalty_scale is None:
-            flat = self._params.ravel()
-            evaluation = self._evaluation_at(flat, X, self._mean, self._scale)
-            if evaluation is None:
-                probaT = _softmax_probaT(flat, X, self._mean, self._scale, n_experts)
-            else:
-                probaT = evaluation[1]
             penalty_scale = self.alpha_ / total
-            hessian = _softmax_hessian(
-                X, self._mean, self._scale, probaT, weights / total, penalty_scale
+            hessian = self._hessian_at(
+                self._params.ravel(),
+                X,
+                self._mean,
+                self._scale,
+                weights / total,
+                penalty_scale,
             )
             curvature = _pseudo_inverse_factors(hessian)
             if self.warm_start:
@@ -619,12 +618,7 @@ class SoftmaxGate(BaseEstimator):
             )
 
         def hessian(flat):
-            evaluation = self._evaluation_at(flat, X, mean, scale)
-            if evaluation is None:
-                probaT = _softmax_probaT(flat, X, mean, scale, n_experts)
-            else:
-                probaT = evaluation[1]
-            return _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
+            return self._hessian_at(flat, X, mean, scale, scaled, penalty_scale)
 
         if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
             curvature = None
@@ -675,6 +669,17 @@ class SoftmaxGate(BaseEstimator):
         self.n_iter_ = n_iter
         self.classes_ = np.arange(n_experts)
         return self
+
+    def _hessian_at(self, flat, X, mean, scale, scaled, penalty_scale):
+        """`_softmax_hessian` at `flat`, from the remembered probabilities
+        when the last evaluation was there."""
+        evaluation = self._evaluation_at(flat, X, mean, scale)
+        if evaluation is None:
+            n_experts = flat.size // (X.shape[1] + 1)
+            probaT = _softmax_probaT(flat, X, mean, scale, n_experts)
+        else:
+            probaT = evaluation[1]
+        return _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
 
     def _evaluation_at(self, flat, X, mean, scale):
         """The remembered `_softmax_evaluation` at `flat` on `X`, if any."""
