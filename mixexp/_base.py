@@ -1106,9 +1106,10 @@ def _gate_step_limit(gate, training):
     rows, 24 to 40 iterations against 26 to over 500 at tol=1e-6), and
     often in a worse local maximum (mean log-likelihood -1.1 and -1.7
     against -0.73 at 5,000 and 3,000 rows from the same k-means start,
-    with the gate solved until a step gained less than tol). Hard EM
-    stops when the assignment stops changing and "fixed" fits the gate once,
-    so there the gate is solved in full.
+    with the gate solved until a step gained less than tol). A step taken
+    with an old Hessian that did poorly does not count towards the cap (see
+    ``_newton_minimise``). Hard EM stops when the assignment stops changing
+    and "fixed" fits the gate once, so there the gate is solved in full.
     """
     if training == "em" and isinstance(gate, SoftmaxGate):
         return {"max_steps": _GATE_NEWTON_STEPS_PER_ITERATION}

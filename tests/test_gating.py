@@ -18,6 +18,7 @@ from mixexp.gating import (
     ClassifierGate,
     ConstantGate,
     SoftmaxGate,
+    _newton_minimise,
     _softmax_objective,
     check_gate_classifier,
     make_gate,
@@ -688,6 +689,31 @@ def test_newton_gate_reaches_the_minimum_in_few_steps():
         0.1 / 500,
     )
     assert np.max(np.abs(grad)) < 1e-10
+
+
+def test_a_poor_step_with_an_old_hessian_does_not_count():
+    """Capped at one step (as inside EM), a step taken with an old, wrong
+    curvature that does poorly is followed by one with the Hessian
+    recomputed; a step with a good old curvature is the only one."""
+    hessian = np.diag([1.0, 100.0])
+
+    def objective(x):
+        return 0.5 * x @ hessian @ x, hessian @ x
+
+    start = np.array([1.0, 1.0])
+    wrong = (np.ones(2), np.eye(2))  # as if the Hessian were the identity
+    right = (np.array([1.0, 100.0]), np.eye(2))
+    params, n_iter, converged, curvature = _newton_minimise(
+        objective, start, lambda x: hessian, 1, 1e-12, wrong
+    )
+    assert n_iter == 2 and converged
+    np.testing.assert_allclose(params, 0.0, atol=1e-12)
+    np.testing.assert_allclose(curvature[0], [1.0, 100.0])
+    params, n_iter, _, curvature = _newton_minimise(
+        objective, start, lambda x: pytest.fail("recomputed"), 1, 1e-12, right
+    )
+    assert n_iter == 1 and curvature is right
+    np.testing.assert_allclose(params, 0.0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------
