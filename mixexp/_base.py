@@ -551,11 +551,15 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         floor = _COLLAPSED_ROWS / w.shape[0]  # an expert's share, collapsed
         best = None
         before_last_mstep = None
+        previous_outputs = None  # of solution.experts, when some are inexact
         start = time.perf_counter()
         for n_iter in range(1, max_iter + 1):
             experts = self._fit_experts(context, mstep, seeds, solution.experts)
             if context.splits is None:
                 outputs = self._expert_outputs(experts, context.X_parts)
+                previous_outputs = self._keep_better_fits(
+                    context, mstep, experts, outputs, solution.experts, previous_outputs
+                )
             else:
                 outputs = self._out_of_fold_outputs(context, mstep, seeds, experts)
             noise = self._fit_noise(context.y, outputs, mstep, w, context.noise_floor)
@@ -646,6 +650,54 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 f"objective {solution.lower_bound:.5f}"
             )
         return solution
+
+    def _keep_better_fits(
+        self, context, mstep, experts, outputs, previous, previous_outputs
+    ):
+        """Give back its previous fit to an expert whose refit is worse.
+
+        EM raises its objective only if each M-step raises the expected
+        complete log-likelihood of every expert, ``sum_i w_i r_ik log
+        p_k(y_i | x_i)``. Weighted least squares (a plain LinearRegression)
+        maximises it; most other experts do not: a tree, a forest or a
+        nested mixture runs its own heuristic or local search, and its refit
+        on new weights can land somewhere worse than where it was. Such an
+        expert keeps its previous fit when that one scores higher on the
+        current weights, which makes the step a generalised M-step. Without
+        this, a mixture of nested mixtures was seen cycling through three
+        states forever, its objective rising and falling by 0.9.
+
+        `experts` and `outputs` are updated in place.
+
+        Returns
+        -------
+        list or None
+            The outputs to pass as `previous_outputs` next time: `outputs`
+            when some expert is inexact, else None (nothing is kept).
+        """
+        inexact = [
+            k
+            for k, expert in enumerate(experts)
+            if not is_plain_linear_regression(expert)
+        ]
+        if not inexact:
+            return None
+        if previous is None:
+            return outputs
+        if previous_outputs is None:  # a warm start's experts
+            previous_outputs = self._expert_outputs(previous, context.X_parts)
+        w = context.sample_weight
+        for k in inexact:
+            if experts[k] is previous[k]:
+                continue  # not refitted: no rows (see _fit_experts)
+            pair = [outputs[k], previous_outputs[k]]
+            weights = np.repeat(mstep[:, k, np.newaxis], 2, axis=1)
+            noise = self._fit_noise(context.y, pair, weights, w, context.noise_floor)
+            log_lik = self._expert_log_likelihood(context.y, pair, noise)
+            refit, kept = (w * mstep[:, k]) @ log_lik
+            if kept > refit:
+                experts[k], outputs[k] = previous[k], previous_outputs[k]
+        return outputs
 
     def _out_of_fold_outputs(self, context, mstep, seeds, experts):
         """Each row's expert outputs from experts fitted without its fold."""
