@@ -217,36 +217,51 @@ def _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
     ``sum_i w_i (diag(p_i) - p_i p_i^T) kron z_i z_i^T``. The second term is
     ``Q^T Q`` for the rows ``q_i = sqrt(w_i) z_i kron p_i``: one symmetric
     rank-update per block of rows, a matrix product wide enough to run at
-    the machine's speed, on blocks small enough to stay in cache.
+    the machine's speed, on blocks small enough to stay in cache. The first
+    term costs nothing more: as each ``p_i`` sums to one, the blocks
+    ``(k, l)`` of ``Q^T Q`` summed over ``l`` give expert k's diagonal block
+    ``sum_i w_i p_ik z_i z_i^T``, and the Hessian's diagonal block is that
+    sum over ``l != k`` alone (no cancellation where ``p_ik`` is near 1).
     """
     n_samples, n_features = X.shape
     n_experts = probaT.shape[0]
     width = n_features + 1
     size = width * n_experts
     # Blocks of rows, transposed: every pass runs along contiguous memory.
-    block_rows = max(256, _HESSIAN_BLOCK_SIZE // size)
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // size), n_samples)
     outer = np.zeros((size, size))  # ordered (feature, expert) as the params
-    diagonal = np.zeros((width, n_experts, width))
-    zT = np.empty((width, min(block_rows, n_samples)))
+    zT = np.empty((width, block_rows))
     zT[0] = 1.0
+    weighted = np.empty((n_experts, block_rows))
+    rows_q = np.empty((width, n_experts, block_rows))
     root = np.sqrt(scaled)
     for start in range(0, n_samples, block_rows):
         stop = min(start + block_rows, n_samples)
-        z = zT[:, : stop - start]
+        m = stop - start
+        z = zT[:, :m]
         np.subtract(X[start:stop].T, mean[:, np.newaxis], out=z[1:])
         z[1:] /= scale[:, np.newaxis]
-        proba = probaT[:, start:stop]
-        q = (z[:, np.newaxis, :] * (proba * root[start:stop])).reshape(size, -1)
+        np.multiply(probaT[:, start:stop], root[start:stop], out=weighted[:, :m])
+        q = np.multiply(z[:, np.newaxis, :], weighted[:, :m], out=rows_q[:, :, :m])
+        q = q.reshape(size, m)
         outer += q @ q.T
-        weighted = z[:, np.newaxis, :] * (proba * scaled[start:stop])
-        diagonal += (weighted.reshape(size, -1) @ z.T).reshape(width, n_experts, width)
+    blocks = outer.reshape(width, n_experts, width, n_experts)
+    others = 1.0 - np.eye(n_experts)
+    diagonal = np.einsum("akbl,kl->akb", blocks, others)
     hessian = -outer
     blocks = hessian.reshape(width, n_experts, width, n_experts)
     for k in range(n_experts):
-        blocks[:, k, :, k] += diagonal[:, k, :]
-    penalised = np.arange(n_experts, size)  # the coefficient rows, not intercepts
+        blocks[:, k, :, k] = diagonal[:, k, :]
+    hessian = (hessian + hessian.T) / 2  # exactly symmetric, despite rounding
+    return _add_penalty(hessian, penalty_scale, n_experts)
+
+
+def _add_penalty(hessian, penalty_scale, n_experts):
+    """`hessian` plus the L2 penalty's curvature on the coefficients (a copy)."""
+    hessian = hessian.copy()
+    penalised = np.arange(n_experts, hessian.shape[0])  # not the intercepts
     hessian[penalised, penalised] += penalty_scale
-    return (hessian + hessian.T) / 2  # exactly symmetric, despite rounding
+    return hessian
 
 
 def _newton_minimise(objective, start, hessian, max_iter, tol, curvature=None):
@@ -503,7 +518,7 @@ class SoftmaxGate(BaseEstimator):
         targets = _as_soft_targets(y, X.shape[0])
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
         self._clear_cache()  # X may be new data, or the same array changed
-        self._curvature = None
+        self._curvature = self._data_hessian = None
         if not self.warm_start:
             self.alpha_ = None
         self._fit(X, targets, weights, warn=True)
@@ -535,7 +550,8 @@ class SoftmaxGate(BaseEstimator):
             # solved in full would sharpen EM's first responsibilities).
             alpha = self._fit_auto(X, targets, weights, False, None, first=True)
             self.alpha_ = alpha
-            self._params = self._curvature = self._evaluated = None
+            self._params = self._curvature = self._data_hessian = None
+            self._evaluated = None
             self._fit_penalised(X, targets, weights, warn, max_steps)
         else:
             alpha = self._fit_auto(X, targets, weights, warn, max_steps, first)
@@ -636,25 +652,17 @@ class SoftmaxGate(BaseEstimator):
         if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
             curvature = None
             if start is previous:
-                curvature = getattr(self, "_curvature", None)
-                # A curvature from a rather different penalty (alpha was
-                # re-estimated since) would mislead the step.
-                known = getattr(self, "_curvature_penalty", None)
-                if known is None or not known / 1.5 <= penalty_scale <= known * 1.5:
-                    curvature = None
+                curvature = self._remembered_curvature(penalty_scale, n_experts)
             max_iter = self.max_iter
             if max_steps is not None:
                 max_iter = min(max_iter, max_steps)
-            given = curvature
             flat, n_iter, converged, curvature = _newton_minimise(
                 objective, start.ravel(), hessian, max_iter, self.tol, curvature
             )
             if self.warm_start:
-                self._curvature = curvature
-                if curvature is not given:
-                    self._curvature_penalty = penalty_scale
+                self._curvature, self._curvature_penalty = curvature, penalty_scale
         else:
-            self._curvature = None
+            self._curvature = self._data_hessian = None
             # Too many parameters for the Hessian to pay off: quasi-Newton,
             # solved in full (a few L-BFGS steps would not be enough).
             result = minimize(
@@ -685,14 +693,40 @@ class SoftmaxGate(BaseEstimator):
 
     def _hessian_at(self, flat, X, mean, scale, scaled, penalty_scale):
         """`_softmax_hessian` at `flat`, from the remembered probabilities
-        when the last evaluation was there."""
+        when the last evaluation was there.
+
+        With ``warm_start`` the Hessian of the cross-entropy alone is kept
+        for `_remembered_curvature`.
+        """
+        n_experts = flat.size // (X.shape[1] + 1)
         evaluation = self._evaluation_at(flat, X, mean, scale)
         if evaluation is None:
-            n_experts = flat.size // (X.shape[1] + 1)
             probaT = _softmax_probaT(flat, X, mean, scale, n_experts)
         else:
             probaT = evaluation[1]
-        return _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
+        data_hessian = _softmax_hessian(X, mean, scale, probaT, scaled, 0.0)
+        if self.warm_start:
+            self._data_hessian = data_hessian
+        return _add_penalty(data_hessian, penalty_scale, n_experts)
+
+    def _remembered_curvature(self, penalty_scale, n_experts):
+        """The last Hessian's eigendecomposition, at penalty `penalty_scale`.
+
+        Under ``alpha="auto"`` EM re-estimates the penalty at every M-step
+        (often halving it while the gate sharpens); only the penalty's
+        (diagonal) term of the kept Hessian is then updated, an
+        eigendecomposition that costs next to nothing beside the Hessian
+        itself, a pass over every row for every pair of experts.
+        """
+        curvature = getattr(self, "_curvature", None)
+        if getattr(self, "_curvature_penalty", None) == penalty_scale:
+            return curvature
+        data_hessian = getattr(self, "_data_hessian", None)
+        if curvature is None or data_hessian is None:
+            return None
+        return _pseudo_inverse_factors(
+            _add_penalty(data_hessian, penalty_scale, n_experts)
+        )
 
     def _evaluation_at(self, flat, X, mean, scale):
         """The remembered `_softmax_evaluation` at `flat` on `X`, if any."""

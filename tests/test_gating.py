@@ -716,6 +716,39 @@ def test_a_poor_step_with_an_old_hessian_does_not_count():
     np.testing.assert_allclose(params, 0.0, atol=1e-12)
 
 
+def test_a_new_penalty_reuses_the_last_hessian(monkeypatch):
+    """Inside EM the penalty is re-estimated at every M-step: the kept
+    Hessian of the cross-entropy is reused with the new penalty (only its
+    diagonal term changes), and no pass over the rows is made."""
+    from mixexp import gating
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 2))
+    targets = rng.dirichlet(np.ones(3), size=300)
+    weights = np.ones(300)
+    gate = SoftmaxGate(alpha=1.0, warm_start=True).fit(X, targets)
+    old_scale, new_scale = 1.0 / 300, 0.25 / 300
+    assert gate._remembered_curvature(old_scale, 3) is gate._curvature
+
+    def matrix(curvature):
+        values, vectors = curvature
+        assert values.size == 3 * 3 - 1  # only the shared intercept shift is null
+        return (vectors * values) @ vectors.T
+
+    change = matrix(gate._remembered_curvature(new_scale, 3)) - matrix(gate._curvature)
+    on_coef = np.r_[np.zeros(3), np.ones(6)]  # (feature, expert) order
+    np.testing.assert_allclose(
+        change, np.diag((new_scale - old_scale) * on_coef), atol=1e-12
+    )
+    calls = []
+    monkeypatch.setattr(
+        gating, "_softmax_hessian", lambda *args: calls.append(args) or 1 / 0
+    )
+    gate.alpha = gate.alpha_ = 0.25
+    gate._fit(X, targets, weights, warn=False, max_steps=1)
+    assert gate.n_iter_ == 1 and calls == []
+
+
 # ---------------------------------------------------------------------------
 # alpha="auto": the evidence re-estimate of the penalty
 
