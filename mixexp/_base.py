@@ -337,7 +337,6 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             y=y,
             y_fit=y_fit,
             X_parts=X_parts,
-            XT_parts=_transposed_parts(X_parts, templates),
             sample_weight=sample_weight,
             noise_floor=self._noise_floor(y, sample_weight),
             # Unfitted clones: an expert is fitted on a fresh copy of its
@@ -826,7 +825,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                     (
                         ks,
                         [context.templates[k] for k in ks],
-                        [context.XT_parts[k] for k in ks],
+                        [context.X_parts[k] for k in ks],
                         context.y_fit,
                         [share for _, share, _ in group],
                         [rows for _, _, rows in group],
@@ -1055,7 +1054,6 @@ class _FitContext:
     y: np.ndarray
     y_fit: np.ndarray
     X_parts: list
-    XT_parts: list  # transposed X_parts of the plain linear experts, else None
     sample_weight: np.ndarray
     noise_floor: object
     templates: list
@@ -1067,24 +1065,6 @@ class _FitContext:
 def _shares(resp, sample_weight):
     """Each expert's share of the total weight under responsibilities `resp`."""
     return sample_weight @ resp / sample_weight.sum()
-
-
-def _transposed_parts(X_parts, templates):
-    """C-contiguous transposes of the plain linear experts' inputs.
-
-    Their normal equations run on (d, n) arrays (see
-    ``fit_linear_regressions``); experts sharing an input share its
-    transpose, made once per fit. Other experts get None.
-    """
-    transposed, parts = {}, []
-    for X_part, template in zip(X_parts, templates, strict=True):
-        if not is_plain_linear_regression(template):
-            parts.append(None)
-            continue
-        if id(X_part) not in transposed:
-            transposed[id(X_part)] = np.ascontiguousarray(X_part.T)
-        parts.append(transposed[id(X_part)])
-    return parts
 
 
 def _ndim(a):
@@ -1261,7 +1241,7 @@ def _fit_expert(mixture, k, template, X, y, weights, rows, params, seed):
 
 
 def _fit_experts_by_normal_equations(
-    ks, templates, XT_parts, y, weights, rows, sample_weight
+    ks, templates, X_parts, y, weights, rows, sample_weight
 ):
     """Fit plain LinearRegression experts `ks` together (runs in a worker).
 
@@ -1270,7 +1250,7 @@ def _fit_experts_by_normal_equations(
     """
     try:
         return fit_linear_regressions(
-            templates, XT_parts, y, weights, rows, sample_weight
+            templates, X_parts, y, weights, rows, sample_weight
         )
     except Exception as exc:
         _raise_naming_experts(exc, ks, templates[0])

@@ -12,6 +12,15 @@ step are solved together: each forms its own Gram matrix on its own rows,
 and the eigendecompositions run once on the stacked matrices, so on small
 data an iteration does not pay the fixed cost of a fit once per expert.
 
+The Gram matrices are summed over blocks of rows: each block is gathered,
+transposed into a small buffer (every pass then runs along contiguous
+memory, several times faster than along rows of a few features), centred
+on its own weighted mean and merged with the blocks before it by the
+pairwise update of Chan, Golub and LeVeque (1979), "Updating formulae and a
+pairwise algorithm for computing sample variances". So no copy of ``X``,
+transposed or per expert, is ever made, and the centring is as exact as a
+two-pass one.
+
 The normal equations square the condition number of the centred, scaled
 columns. Directions whose eigenvalue falls below ``1000 d eps`` times the
 largest are treated as rank-deficient and get no weight (the least-squares
@@ -35,6 +44,10 @@ __all__ = [
 # largest.
 _RANK_TOLERANCE = 1e3 * np.finfo(float).eps
 
+# Bytes of one block of rows (transposed, with the targets): a few MiB, so
+# that a block stays in cache while it is centred, weighted and multiplied.
+_BLOCK_BYTES = 2**21
+
 
 def is_plain_linear_regression(estimator):
     """Whether `estimator` is a ``LinearRegression`` this module can fit.
@@ -45,7 +58,7 @@ def is_plain_linear_regression(estimator):
     return type(estimator) is LinearRegression and not estimator.positive
 
 
-def fit_linear_regressions(templates, XT_parts, y, weights, rows, sample_weight=None):
+def fit_linear_regressions(templates, X_parts, y, weights, rows, sample_weight=None):
     """Fit plain LinearRegression templates, each on its own rows and weights.
 
     The K weighted least-squares problems of an EM step are formed one by
@@ -59,12 +72,9 @@ def fit_linear_regressions(templates, XT_parts, y, weights, rows, sample_weight=
     templates : list of K LinearRegression
         Unfitted; each one's ``fit_intercept`` is honoured. They are not
         modified: the fitted experts are shallow copies.
-    XT_parts : list of K ndarrays of shape (n_features_k, n_samples)
-        Finite float64 inputs of each expert, **transposed** and
-        C-contiguous (the same array for experts that share their columns).
-        Every pass over the rows then runs along contiguous memory: with
-        few features, NumPy's passes over an (n, d) array run along rows of
-        length d and are several times slower.
+    X_parts : list of K ndarrays of shape (n_samples, n_features_k)
+        Finite float64 inputs of each expert (the same array for experts
+        that share their columns). Never copied whole.
     y : ndarray of shape (n_samples,) or (n_samples, n_targets)
     weights : list of K ndarrays of shape (n_samples,) or None
         Non-negative row weights of each expert (``None``: all 1), with a
@@ -82,19 +92,18 @@ def fit_linear_regressions(templates, XT_parts, y, weights, rows, sample_weight=
         With ``coef_``, ``intercept_``, ``rank_``, ``singular_`` and
         ``n_features_in_`` set as ``LinearRegression.fit`` sets them.
     """
-    widths = {XT.shape[0] for XT in XT_parts}
+    widths = {X.shape[1] for X in X_parts}
     if len(widths) > 1:  # column groups of different sizes cannot be stacked
         return [
-            fit_linear_regressions([t], [XT], y, [w], [r], sample_weight)[0]
-            for t, XT, w, r in zip(templates, XT_parts, weights, rows, strict=True)
+            fit_linear_regressions([t], [X], y, [w], [r], sample_weight)[0]
+            for t, X, w, r in zip(templates, X_parts, weights, rows, strict=True)
         ]
-    n_samples = y.shape[0]
-    targetsT = np.ascontiguousarray(y.reshape(n_samples, -1).T)
+    targets = y.reshape(y.shape[0], -1)
     intercepts = np.array([t.fit_intercept for t in templates])
     problems = [
-        _normal_equations(XT, targetsT, w, r, fit_intercept, sample_weight)
-        for XT, w, r, fit_intercept in zip(
-            XT_parts, weights, rows, intercepts, strict=True
+        _normal_equations(X, targets, w, r, fit_intercept, sample_weight)
+        for X, w, r, fit_intercept in zip(
+            X_parts, weights, rows, intercepts, strict=True
         )
     ]
     stacked = (np.stack(part) for part in zip(*problems, strict=True))
@@ -138,41 +147,63 @@ def fit_linear_regression(estimator, X, y, sample_weight):
     LinearRegression
         A fitted shallow copy of `estimator`.
     """
-    XT = np.ascontiguousarray(X.T)
-    return fit_linear_regressions([estimator], [XT], y, [sample_weight], [None])[0]
+    return fit_linear_regressions([estimator], [X], y, [sample_weight], [None])[0]
 
 
-def _normal_equations(XT, targetsT, weights, rows, fit_intercept, sample_weight):
+def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
     """Weighted Gram matrix and moments of one expert's centred rows.
 
-    `XT` (d, n) and `targetsT` (m, n) are transposed; see
-    `fit_linear_regressions`.
+    Summed over blocks of `rows` (all rows if None), each centred on its own
+    weighted mean and merged by the pairwise update (see the module's
+    docstring). Returns the Gram matrix of the centred, weighted columns,
+    their cross-moments with the targets, the total weight and the weighted
+    means (zero without an intercept).
     """
-    # One copy of the expert's rows, centred and weighted in place.
-    if rows is not None:
-        # np.take is several times faster than XT[:, rows].
-        XT, targetsT = np.take(XT, rows, axis=1), np.take(targetsT, rows, axis=1)
-    weights = _row_weights(weights, sample_weight, rows, XT.shape[1])
-    total = weights.sum()
-    if fit_intercept:
-        x_mean = XT @ weights / total
-        y_mean = targetsT @ weights / total
-        if rows is None:  # the copy is the centring
-            design = XT - x_mean[:, np.newaxis]
-            response = targetsT - y_mean[:, np.newaxis]
-        else:
-            design, response = XT, targetsT
-            design -= x_mean[:, np.newaxis]
-            response -= y_mean[:, np.newaxis]
-    else:
-        x_mean = np.zeros(XT.shape[0])
-        y_mean = np.zeros(targetsT.shape[0])
-        design = XT.copy() if rows is None else XT
-        response = targetsT.copy() if rows is None else targetsT
-    root = np.sqrt(weights)
-    design *= root
-    response *= root
-    return design @ design.T, design @ response.T, total, x_mean, y_mean
+    n_rows = X.shape[0] if rows is None else rows.size
+    width = X.shape[1] + targets.shape[1]
+    block_rows = min(max(256, _BLOCK_BYTES // (8 * width)), n_rows)
+    block = np.empty((width, block_rows))  # features, then targets
+    # Gathered once: np.take from a strided column (EM's responsibilities)
+    # copies the whole column first.
+    all_weights = _row_weights(weights, sample_weight, rows, n_rows)
+    total, mean, full = 0.0, np.zeros(width), np.zeros((width, width))
+    for start in range(0, n_rows, block_rows):
+        stop = min(start + block_rows, n_rows)
+        picked = slice(start, stop) if rows is None else rows[start:stop]
+        z = block[:, : stop - start]
+        if rows is None:
+            z[: X.shape[1]] = X[picked].T
+            z[X.shape[1] :] = targets[picked].T
+        else:  # np.take is several times faster than fancy indexing
+            z[: X.shape[1]] = np.take(X, picked, axis=0).T
+            z[X.shape[1] :] = np.take(targets, picked, axis=0).T
+        w = all_weights[start:stop]
+        weight = w.sum()
+        if not weight > 0:
+            continue
+        if fit_intercept:
+            block_mean = z @ w / weight
+            z -= block_mean[:, np.newaxis]
+        z *= np.sqrt(w)
+        gram = z @ z.T
+        if fit_intercept and total > 0:
+            # Chan et al.'s update: the two blocks' means differ by delta.
+            delta = block_mean - mean
+            merged = total + weight
+            gram += (total * weight / merged) * np.outer(delta, delta)
+            mean += (weight / merged) * delta
+        elif fit_intercept:
+            mean = block_mean
+        full += gram
+        total += weight
+    n_features = X.shape[1]
+    return (
+        full[:n_features, :n_features],
+        full[:n_features, n_features:],
+        total,
+        mean[:n_features],
+        mean[n_features:],
+    )
 
 
 def _row_weights(weights, sample_weight, rows, n_rows):

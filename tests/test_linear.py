@@ -42,6 +42,33 @@ def test_same_fit_as_linear_regression(seed, n_targets, fit_intercept):
     np.testing.assert_allclose(fitted.predict(X), expected.predict(X), rtol=1e-10)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("subset", [False, True])
+def test_fits_summed_over_blocks_of_rows(fit_intercept, subset, monkeypatch):
+    """Blocks of 256 rows, the first with no weight, centred each on its own
+    mean and merged: the same fit as LinearRegression on data far from the
+    origin (where a careless centring loses digits)."""
+    from mixexp import _linear
+
+    monkeypatch.setattr(_linear, "_BLOCK_BYTES", 8 * 256 * 3)  # 2 features, 1 target
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(1100, 2)) * [1.0, 0.1]
+    if fit_intercept:  # without one, such columns would be nearly collinear
+        X += [1e4, -3e3]
+    y = X @ [2.0, -1.0] + rng.normal(size=1100)
+    weights = rng.uniform(0, 2, 1100)
+    weights[:300] = 0.0
+    rows = np.flatnonzero(rng.rand(1100) < 0.7) if subset else None
+    picked = slice(None) if rows is None else rows
+    expected = LinearRegression(fit_intercept=fit_intercept)
+    expected.fit(X[picked], y[picked], weights[picked])
+    fitted = fit_linear_regressions(
+        [LinearRegression(fit_intercept=fit_intercept)], [X], y, [weights], [rows]
+    )[0]
+    np.testing.assert_allclose(fitted.coef_, expected.coef_, rtol=1e-8)
+    np.testing.assert_allclose(fitted.predict(X), expected.predict(X), rtol=1e-10)
+
+
 def test_unweighted_fit_matches():
     X, y, _ = _problem(3)
     fitted = fit_linear_regression(LinearRegression(), X, y, None)
@@ -74,8 +101,7 @@ def test_stacked_fits_equal_one_fit_per_expert(n_targets):
     X_parts = [X, X, X_dup[:, [0, 1, 2, 4]]]  # the last of rank 3
     all_weights = [weights, rng.uniform(0, 1, len(X)), None]
     rows = [None, np.flatnonzero(rng.rand(len(X)) < 0.5), np.arange(0, len(X), 3)]
-    XT_parts = [np.ascontiguousarray(X_k.T) for X_k in X_parts]
-    fitted = fit_linear_regressions(templates, XT_parts, y, all_weights, rows)
+    fitted = fit_linear_regressions(templates, X_parts, y, all_weights, rows)
     for template, est, X_k, w_k, r_k, rank in zip(
         templates, fitted, X_parts, all_weights, rows, [4, 4, 3], strict=True
     ):
@@ -95,9 +121,8 @@ def test_stacked_fits_equal_one_fit_per_expert(n_targets):
 def test_stacked_fits_of_different_widths():
     X, y, weights = _problem(6)
     parts = [X[:, :2], X, X[:, 1:]]
-    XT_parts = [np.ascontiguousarray(X_k.T) for X_k in parts]
     fitted = fit_linear_regressions(
-        [LinearRegression()] * 3, XT_parts, y, [weights] * 3, [None] * 3
+        [LinearRegression()] * 3, parts, y, [weights] * 3, [None] * 3
     )
     for est, X_k in zip(fitted, parts, strict=True):
         expected = LinearRegression().fit(X_k, y, weights)
