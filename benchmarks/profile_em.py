@@ -147,22 +147,21 @@ def main(argv=None):
     split = markdown_table(["part", "seconds", "share"], rows)
     print(split)
 
-    under = callees_of(stats, "_fit_expert", "mixexp")
+    # One level further down, into the linear experts' normal equations.
     deep = {}
-    # One level further down, into the experts' own fit.
-    for fn in ("fit", "_fit_one", "_fit_weighted"):
-        for key, seconds in callees_of(stats, fn, "sklearn/linear_model").items():
-            deep[key] = deep.get(key, 0.0) + seconds
+    for fn in ("fit_linear_regressions", "_normal_equations"):
+        for key, seconds in callees_of(stats, fn, "mixexp/_linear").items():
+            if key[2] != "_normal_equations":  # its own rows below
+                deep[key] = deep.get(key, 0.0) + seconds
     expert_rows = [
         [f"{k[2]} ({Path(k[0]).name}:{k[1]})", f"{v:.3f}"]
         for k, v in sorted(deep.items(), key=lambda kv: -kv[1])[:8]
     ]
     expert_table = markdown_table(
-        ["inside LinearRegression.fit (all experts, all iterations)", "seconds"],
+        ["inside the linear experts' fits (all experts, all iterations)", "seconds"],
         expert_rows,
     )
     print("\n" + expert_table)
-    del under
 
     buffer = io.StringIO()
     pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(args.top)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import effective_n_jobs
 from sklearn import config_context, get_config
 from sklearn.base import (
     BaseEstimator,
@@ -345,6 +346,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             takes_weights=[_supports_sample_weight(t) for t in templates],
             routed=routed,
             splits=splits,
+            n_jobs=self._expert_n_jobs(warm),
         )
 
         # An EM step is many passes over (n, K) arrays and small matrix
@@ -451,6 +453,19 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 f"min_expert_load={self.min_expert_load} cannot be met by "
                 f"{n_experts} experts: it must be below 1 / n_experts."
             )
+
+    def _expert_n_jobs(self, warm):
+        """Workers for the experts of an M-step, given those of the restarts.
+
+        Restarts that run in parallel fit their experts one after another,
+        unless workers are left over once every restart has one (a cluster
+        with more workers than restarts): nested parallel fits on busy
+        workers only add joblib's cost (twice as slow on 2 cores,
+        benchmarks/parallel.py).
+        """
+        if warm or self.n_init == 1 or not runs_in_parallel(self.n_jobs):
+            return self.n_jobs
+        return self.n_jobs if effective_n_jobs(self.n_jobs) > self.n_init else 1
 
     def _single_run(self, context, gate_template, init, seed):
         """One EM run from a fresh initial partition."""
@@ -814,7 +829,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             owners.append(k)  # one expert, fitted alone
         groups = (
             [linear]
-            if linear and not runs_in_parallel(self.n_jobs)
+            if linear and not runs_in_parallel(context.n_jobs)
             else [[job] for job in linear]
         )
         for group in groups:
@@ -835,7 +850,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             )
             owners.append(ks)  # a list of experts, fitted together
         experts = list(previous) if previous is not None else [None] * resp.shape[1]
-        for owner, fitted in zip(owners, run_calls(calls, self.n_jobs), strict=True):
+        for owner, fitted in zip(owners, run_calls(calls, context.n_jobs), strict=True):
             if isinstance(owner, list):
                 for k, expert in zip(owner, fitted, strict=True):
                     experts[k] = expert
@@ -1060,6 +1075,7 @@ class _FitContext:
     takes_weights: list
     routed: dict
     splits: list = None
+    n_jobs: object = None  # for the experts of an M-step
 
 
 def _shares(resp, sample_weight):

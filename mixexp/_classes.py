@@ -120,10 +120,14 @@ _SHARED_PARAMETERS = """
         that is left unset. Pass an int for reproducible results.
 
     n_jobs : int, default=None
-        Number of experts fitted in parallel in each M-step (joblib, threads
-        preferred; ``joblib.parallel_config`` can send them to another
-        backend). ``None`` means 1 unless in a joblib context. The result
-        does not depend on it.
+        Number of parallel workers (joblib, threads preferred;
+        ``joblib.parallel_config`` can send the work to another backend):
+        with ``n_init > 1`` they run the restarts, each fitting its experts
+        one after another; otherwise they fit the experts of each M-step.
+        It pays for experts that are slow to fit (trees, forests, boosting);
+        plain linear experts are fastest with ``n_jobs=1``, solved together.
+        ``None`` means 1 unless in a joblib context. The result does not
+        depend on it.
 
     verbose : int, default=0
         1 prints each initialisation and its outcome; 2 also prints every

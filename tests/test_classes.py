@@ -356,6 +356,28 @@ def test_n_jobs_gives_the_same_model(regimes):
     assert one.lower_bounds_ == two.lower_bounds_
 
 
+def test_parallel_restarts_fit_their_experts_in_sequence(regimes, monkeypatch):
+    """n_jobs goes to the restarts first: nested parallel expert fits on
+    busy workers only add joblib's cost (measured twice as slow on 2 cores,
+    benchmarks/parallel.py). Workers left over go to the experts."""
+    from mixexp import _base
+
+    X, _, y, _ = regimes
+    asked, run_calls = [], _base.run_calls
+
+    def recording(calls, n_jobs):
+        asked.append(n_jobs)
+        return run_calls(calls, n_jobs)
+
+    monkeypatch.setattr(_base, "run_calls", recording)
+    for n_init, n_jobs, inner in [(2, 2, 1), (2, 3, 3), (1, 2, 2)]:
+        asked.clear()
+        model = MixtureOfExpertsRegressor(n_init=n_init, n_jobs=n_jobs, random_state=0)
+        model.fit(X, y)
+        assert asked[0] == n_jobs and len(asked) > 2
+        assert set(asked[1:]) == {inner}
+
+
 def test_same_random_state_same_model(regimes):
     X, X_test, y, _ = regimes
     a = MixtureOfExpertsRegressor(partition="random", random_state=7).fit(X, y)
