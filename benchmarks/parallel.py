@@ -11,10 +11,10 @@ Cases (``make_regimes`` data, initial partition fixed in advance so no
 clustering is timed, a fixed number of EM iterations with ``tol=0`` so both
 settings do the same work):
 
-- **trees**: 4 ``DecisionTreeRegressor(max_depth=8)`` experts on 200,000 x
+- **trees**: 4 ``DecisionTreeRegressor(max_depth=8)`` experts on 50,000 x
   20, 5 EM iterations: expensive experts, the case ``n_jobs`` is for;
 - **forests**: 4 ``RandomForestRegressor(n_estimators=10, max_depth=6,
-  n_jobs=1)`` experts on 100,000 x 20, 3 EM iterations;
+  n_jobs=1)`` experts on 25,000 x 20, 3 EM iterations;
 - **linear**: 8 ``LinearRegression`` experts on 200,000 x 20, 5 EM
   iterations: cheap experts solved together by normal equations with
   ``n_jobs=1`` (one job per expert with ``n_jobs=2``);
@@ -74,7 +74,7 @@ def _fixed_partition(X, n_experts):
 def cases(scale):
     """(name, description, X, y, mixture factory) of each case."""
     out = []
-    n = int(200_000 * scale)
+    n = int(50_000 * scale)
     X, y = _data(n, 20, 4)
     labels = _fixed_partition(X, 4)
     out.append(
@@ -94,7 +94,7 @@ def cases(scale):
             ),
         )
     )
-    n = int(100_000 * scale)
+    n = int(25_000 * scale)
     X, y = _data(n, 20, 4)
     labels = _fixed_partition(X, 4)
     out.append(
