@@ -219,7 +219,7 @@ def main(argv=None):
     total = time.perf_counter() - start
     table = markdown_table(header, rows)
     print("\n" + table)
-    print(meter.text())
+    print(meter.text() + " (loky workers count as other processes)")
     print(f"Total run time: {total:.0f} s")
 
     if not args.no_write:
@@ -233,7 +233,9 @@ def main(argv=None):
             '`parallel_config(backend="loky")`. Same model: the predictions '
             "on 2,000 rows are identical to those of `n_jobs=1`. "
             f"{os.cpu_count()} logical cores. Total run time {total:.0f} s. "
-            + meter.text(),
+            + meter.text()
+            + " (The loky worker processes are not this process's children "
+            "that it waits for: their work counts as other processes' load.)",
             table,
         ]
         write_section(
