@@ -166,16 +166,24 @@ def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
     # Gathered once: np.take from a strided column (EM's responsibilities)
     # copies the whole column first.
     all_weights = _row_weights(weights, sample_weight, rows, n_rows)
+    # A column-major X (a pandas DataFrame's values, often) is gathered
+    # from its transpose, along contiguous columns: gathering its rows, each
+    # spread over all columns, was measured four times slower.
+    XT = X.T if X.flags.f_contiguous and not X.flags.c_contiguous else None
     total, mean, full = 0.0, np.zeros(width), np.zeros((width, width))
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
         picked = slice(start, stop) if rows is None else rows[start:stop]
         z = block[:, : stop - start]
         if rows is None:
-            z[: X.shape[1]] = X[picked].T
+            z[: X.shape[1]] = X[picked].T if XT is None else XT[:, picked]
             z[X.shape[1] :] = targets[picked].T
         else:  # np.take is several times faster than fancy indexing
-            z[: X.shape[1]] = np.take(X, picked, axis=0).T
+            z[: X.shape[1]] = (
+                np.take(X, picked, axis=0).T
+                if XT is None
+                else np.take(XT, picked, axis=1)
+            )
             z[X.shape[1] :] = np.take(targets, picked, axis=0).T
         w = all_weights[start:stop]
         weight = w.sum()

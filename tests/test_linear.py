@@ -42,12 +42,13 @@ def test_same_fit_as_linear_regression(seed, n_targets, fit_intercept):
     np.testing.assert_allclose(fitted.predict(X), expected.predict(X), rtol=1e-10)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("subset", [False, True])
-def test_fits_summed_over_blocks_of_rows(fit_intercept, subset, monkeypatch):
+def test_fits_summed_over_blocks_of_rows(fit_intercept, subset, order, monkeypatch):
     """Blocks of 256 rows, the first with no weight, centred each on its own
     mean and merged: the same fit as LinearRegression on data far from the
-    origin (where a careless centring loses digits)."""
+    origin (where a careless centring loses digits), from either layout."""
     from mixexp import _linear
 
     monkeypatch.setattr(_linear, "_BLOCK_BYTES", 8 * 256 * 3)  # 2 features, 1 target
@@ -60,6 +61,7 @@ def test_fits_summed_over_blocks_of_rows(fit_intercept, subset, monkeypatch):
     weights[:300] = 0.0
     rows = np.flatnonzero(rng.rand(1100) < 0.7) if subset else None
     picked = slice(None) if rows is None else rows
+    X = np.asarray(X, order=order)  # column-major: gathered from its transpose
     expected = LinearRegression(fit_intercept=fit_intercept)
     expected.fit(X[picked], y[picked], weights[picked])
     fitted = fit_linear_regressions(
