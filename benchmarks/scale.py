@@ -32,7 +32,9 @@ gate:
   resident set of a fit in a fresh subprocess (``VmHWM`` of
   ``/proc/self/status``, reset just before the fit through
   ``/proc/self/clear_refs``, minus the resident set before the fit) is also
-  reported; it sees every allocation, BLAS included, at page granularity.
+  reported; it sees every allocation, BLAS included, at page granularity;
+- the target case again with ``X`` column-major (Fortran order), the
+  layout in which a pandas DataFrame's values reach ``fit``.
 
 The project's target: at 200,000 x 20 with 8 experts, one EM iteration at
 most 12x one LinearRegression fit and peak memory at most 6x X.
@@ -393,7 +395,7 @@ def main(argv=None):
         del X, y
         gc.collect()
 
-    rss = None
+    rss = column_major = None
     if TARGET["n"] in ns and TARGET["K"] in args.ks:
         X, y = make_regimes(
             n_samples=TARGET["n"],
@@ -403,6 +405,16 @@ def main(argv=None):
             random_state=0,
         )
         rss = rss_peak_ratio(X, y, TARGET["K"], args.threads)
+        # A pandas DataFrame's values reach fit column-major.
+        column_major = run_case(
+            np.asfortranarray(X), y, TARGET["K"], args, gflops, bandwidth
+        )
+        print(
+            "target case, X column-major: iteration / LR fit "
+            f"{column_major['ratio_lr']:.3g}, peak / X.nbytes "
+            f"{column_major['ratio_mem']:.3g}",
+            flush=True,
+        )
         del X, y
 
     elapsed = time.perf_counter() - start
@@ -446,6 +458,18 @@ def main(argv=None):
                 "met" if t["ratio_mem"] <= TARGET["memory_ratio"] else "NOT met",
             ],
         ]
+        if column_major is not None:
+            rows.append(
+                [
+                    "EM iteration / one LinearRegression fit, X column-major "
+                    "(as from a pandas DataFrame)",
+                    f"{column_major['ratio_lr']:.2f}",
+                    f"<= {TARGET['time_ratio']:g}",
+                    "met"
+                    if column_major["ratio_lr"] <= TARGET["time_ratio"]
+                    else "NOT met",
+                ]
+            )
         if rss is not None:
             rows.append(
                 [
