@@ -461,8 +461,9 @@ def main(argv=None):
         if column_major is not None:
             rows.append(
                 [
-                    "EM iteration / one LinearRegression fit, X column-major "
-                    "(as from a pandas DataFrame)",
+                    "EM iteration / one LinearRegression fit, both on X "
+                    "column-major (as from a pandas DataFrame; LinearRegression "
+                    "saves a copy there)",
                     f"{column_major['ratio_lr']:.2f}",
                     f"<= {TARGET['time_ratio']:g}",
                     "met"
