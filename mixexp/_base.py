@@ -463,7 +463,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         workers only add joblib's cost (twice as slow on 2 cores,
         benchmarks/parallel.py).
         """
-        if warm or self.n_init == 1 or not runs_in_parallel(self.n_jobs):
+        if warm or self.n_init == 1:
             return self.n_jobs
         return self.n_jobs if effective_n_jobs(self.n_jobs) > self.n_init else 1
 

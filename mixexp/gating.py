@@ -245,9 +245,9 @@ def _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
         q = np.multiply(z[:, np.newaxis, :], weighted[:, :m], out=rows_q[:, :, :m])
         q = q.reshape(size, m)
         outer += q @ q.T
-    blocks = outer.reshape(width, n_experts, width, n_experts)
+    outer_blocks = outer.reshape(width, n_experts, width, n_experts)
     others = 1.0 - np.eye(n_experts)
-    diagonal = np.einsum("akbl,kl->akb", blocks, others)
+    diagonal = np.einsum("akbl,kl->akb", outer_blocks, others)
     hessian = -outer
     blocks = hessian.reshape(width, n_experts, width, n_experts)
     for k in range(n_experts):
