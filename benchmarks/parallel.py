@@ -71,70 +71,54 @@ def _fixed_partition(X, n_experts):
     return KMeans(n_experts, n_init=1, random_state=0).fit_predict(X)
 
 
+def _fixed_partition_case(name, expert, text, n, n_experts, max_iter):
+    """A case of `max_iter` EM iterations from k-means labels fixed in advance."""
+    X, y = _data(n, 20, n_experts)
+    labels = _fixed_partition(X, n_experts)
+
+    def make(n_jobs):
+        return MixtureOfExpertsRegressor(
+            expert,
+            n_experts=n_experts,
+            partition=FixedLabels(labels),
+            max_iter=max_iter,
+            tol=0,
+            random_state=0,
+            n_jobs=n_jobs,
+        )
+
+    description = f"{n_experts} {text} experts, {n} x 20, {max_iter} EM iterations"
+    return name, description, X, y, make
+
+
 def cases(scale):
     """(name, description, X, y, mixture factory) of each case."""
-    out = []
-    n = int(50_000 * scale)
-    X, y = _data(n, 20, 4)
-    labels = _fixed_partition(X, 4)
-    out.append(
-        (
+    out = [
+        _fixed_partition_case(
             "trees",
-            f"4 DecisionTreeRegressor(max_depth=8) experts, {n} x 20, 5 EM iterations",
-            X,
-            y,
-            lambda n_jobs, X=X, labels=labels: MixtureOfExpertsRegressor(
-                DecisionTreeRegressor(max_depth=8),
-                n_experts=4,
-                partition=FixedLabels(labels),
-                max_iter=5,
-                tol=0,
-                random_state=0,
-                n_jobs=n_jobs,
-            ),
-        )
-    )
-    n = int(25_000 * scale)
-    X, y = _data(n, 20, 4)
-    labels = _fixed_partition(X, 4)
-    out.append(
-        (
+            DecisionTreeRegressor(max_depth=8),
+            "DecisionTreeRegressor(max_depth=8)",
+            int(50_000 * scale),
+            4,
+            5,
+        ),
+        _fixed_partition_case(
             "forests",
-            f"4 RandomForestRegressor(n_estimators=10, max_depth=6) experts, {n} x "
-            "20, 3 EM iterations",
-            X,
-            y,
-            lambda n_jobs, labels=labels: MixtureOfExpertsRegressor(
-                RandomForestRegressor(n_estimators=10, max_depth=6, n_jobs=1),
-                n_experts=4,
-                partition=FixedLabels(labels),
-                max_iter=3,
-                tol=0,
-                random_state=0,
-                n_jobs=n_jobs,
-            ),
-        )
-    )
-    n = int(200_000 * scale)
-    X, y = _data(n, 20, 8)
-    labels = _fixed_partition(X, 8)
-    out.append(
-        (
+            RandomForestRegressor(n_estimators=10, max_depth=6, n_jobs=1),
+            "RandomForestRegressor(n_estimators=10, max_depth=6)",
+            int(25_000 * scale),
+            4,
+            3,
+        ),
+        _fixed_partition_case(
             "linear",
-            f"8 LinearRegression experts, {n} x 20, 5 EM iterations",
-            X,
-            y,
-            lambda n_jobs, labels=labels: MixtureOfExpertsRegressor(
-                LinearRegression(),
-                n_experts=8,
-                partition=FixedLabels(labels),
-                max_iter=5,
-                tol=0,
-                random_state=0,
-                n_jobs=n_jobs,
-            ),
-        )
-    )
+            LinearRegression(),
+            "LinearRegression",
+            int(200_000 * scale),
+            8,
+            5,
+        ),
+    ]
     n = int(50_000 * scale)
     X, y = _data(n, 10, 4)
     out.append(
