@@ -1,5 +1,7 @@
 """The public estimators: mixture-of-experts regressor and classifier."""
 
+import functools
+
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.dummy import DummyClassifier
@@ -9,9 +11,12 @@ from sklearn.utils import get_tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-from mixexp import _em
-from mixexp._base import _BaseMixtureOfExperts, _fit_weighted
+from mixexp._base import _BaseMixtureOfExperts
+from mixexp._likelihood import CategoricalLikelihood, GaussianLikelihood, align_proba
 from mixexp._linear import is_plain_linear_regression
+from mixexp._mstep import fit_weighted, fit_weighted_classifier
+from mixexp._utils import single_threaded_blas
+from mixexp._validation import expert_templates
 
 _SHARED_PARAMETERS = """
     expert : estimator or list of estimators, default=None
@@ -237,6 +242,40 @@ def _used_experts(weights):
     return np.flatnonzero(np.any(weights > 0, axis=0))
 
 
+def _regression_outputs(experts, X_parts, used=None):
+    """Each expert's predictions (n, m): a list, or a dict over `used`."""
+    if used is None:
+        return [_predict_expert(experts, k, X_parts[k]) for k in range(len(experts))]
+    return {k: _predict_expert(experts, k, X_parts[k]) for k in used}
+
+
+def _predict_expert(experts, k, X):
+    expert = experts[k]
+    if is_plain_linear_regression(expert):
+        # LinearRegression.predict's own formula, without re-validating X
+        # (the mixture validated it) at every EM step.
+        coef = expert.coef_
+        with single_threaded_blas:
+            out = X @ (coef if coef.ndim == 1 else coef.T) + expert.intercept_
+    else:
+        out = np.asarray(expert.predict(X), dtype=np.float64)
+    return _check_finite_output(out.reshape(X.shape[0], -1), experts, k)
+
+
+def _class_outputs(experts, X_parts, used=None, *, n_classes):
+    """Each expert's class probabilities (n, C), aligned to the classes."""
+
+    def proba(k):
+        est = experts[k]
+        out = np.asarray(est.predict_proba(X_parts[k]), dtype=np.float64)
+        _check_finite_output(out, experts, k)
+        return align_proba(out, np.asarray(est.classes_, dtype=int), n_classes)
+
+    if used is None:
+        return [proba(k) for k in range(len(experts))]
+    return {k: proba(k) for k in used}
+
+
 class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     __doc__ = (
         """Mixture of experts for regression, trained by EM.
@@ -290,51 +329,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     )
 
     _y_numeric = True
-
-    def __init__(
-        self,
-        expert=None,
-        *,
-        n_experts=3,
-        gate="softmax",
-        partition="kmeans",
-        feature_groups=None,
-        training="em",
-        pooling="weighted",
-        top_k=None,
-        capacity_factor=None,
-        overflow="next",
-        cv=None,
-        min_expert_load=None,
-        max_iter=100,
-        tol=1e-4,
-        n_init=1,
-        warm_start=False,
-        random_state=None,
-        n_jobs=None,
-        verbose=0,
-    ):
-        super().__init__(
-            expert=expert,
-            n_experts=n_experts,
-            gate=gate,
-            partition=partition,
-            feature_groups=feature_groups,
-            training=training,
-            pooling=pooling,
-            top_k=top_k,
-            capacity_factor=capacity_factor,
-            overflow=overflow,
-            cv=cv,
-            min_expert_load=min_expert_load,
-            max_iter=max_iter,
-            tol=tol,
-            n_init=n_init,
-            warm_start=warm_start,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            verbose=verbose,
-        )
+    _fit_one = staticmethod(fit_weighted)
 
     def _default_expert(self):
         return LinearRegression()
@@ -355,36 +350,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
             )
         return y.reshape(y.shape[0], -1), y
 
-    def _expert_outputs(self, experts, X_parts, used=None):
-        used = range(len(experts)) if used is None else used
-        if isinstance(used, range):
-            return [self._predict_expert(experts, k, X_parts[k]) for k in used]
-        return {k: self._predict_expert(experts, k, X_parts[k]) for k in used}
+    def _likelihood_for(self, y, sample_weight):
+        return GaussianLikelihood.for_targets(y, sample_weight)
 
-    @staticmethod
-    def _predict_expert(experts, k, X):
-        expert = experts[k]
-        if is_plain_linear_regression(expert):
-            # LinearRegression.predict's own formula, without re-validating
-            # X (the mixture validated it) at every EM step.
-            coef = expert.coef_
-            out = X @ (coef if coef.ndim == 1 else coef.T) + expert.intercept_
-        else:
-            out = np.asarray(expert.predict(X), dtype=np.float64)
-        return _check_finite_output(out.reshape(X.shape[0], -1), experts, k)
-
-    def _noise_floor(self, y, sample_weight):
-        return _em.noise_floor(y, sample_weight)
-
-    def _fit_noise(self, y, outputs, resp, sample_weight, floor):
-        return _em.noise_variance(y, outputs, resp, sample_weight, floor)
-
-    def _store_noise(self, noise_variance):
-        std = np.sqrt(noise_variance)
-        self.noise_std_ = std[:, 0] if self._y_ndim == 1 else std
-
-    def _expert_log_likelihood(self, y, outputs, noise_variance):
-        return _em.gaussian_log_likelihood(y, outputs, noise_variance)
+    def _outputs_function(self):
+        return _regression_outputs
 
     def predict(self, X, return_std=False):
         """Pooled prediction of the experts.
@@ -421,7 +391,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         variance = _weighted_sum(
             weights,
             {
-                k: self._noise_variance[k] + (out - pred) ** 2
+                k: self._likelihood.variance(out, self._scale[k]) + (out - pred) ** 2
                 for k, out in outputs.items()
             },
         )
@@ -440,15 +410,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
             return np.size(expert.coef_) + n_intercepts
         return None
 
-    def _n_noise_parameters(self):
-        return self._noise_variance.size
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         try:
             tags.target_tags.multi_output = all(
                 get_tags(est).target_tags.multi_output
-                for est in self._expert_templates()
+                for est in expert_templates(
+                    self.expert,
+                    self.n_experts,
+                    self.feature_groups,
+                    self._default_expert(),
+                )
             )
         except (TypeError, ValueError, AttributeError):
             tags.target_tags.multi_output = False
@@ -517,51 +489,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
     )
 
     _y_numeric = False
-
-    def __init__(
-        self,
-        expert=None,
-        *,
-        n_experts=3,
-        gate="softmax",
-        partition="kmeans",
-        feature_groups=None,
-        training="em",
-        pooling="weighted",
-        top_k=None,
-        capacity_factor=None,
-        overflow="next",
-        cv=None,
-        min_expert_load=None,
-        max_iter=100,
-        tol=1e-4,
-        n_init=1,
-        warm_start=False,
-        random_state=None,
-        n_jobs=None,
-        verbose=0,
-    ):
-        super().__init__(
-            expert=expert,
-            n_experts=n_experts,
-            gate=gate,
-            partition=partition,
-            feature_groups=feature_groups,
-            training=training,
-            pooling=pooling,
-            top_k=top_k,
-            capacity_factor=capacity_factor,
-            overflow=overflow,
-            cv=cv,
-            min_expert_load=min_expert_load,
-            max_iter=max_iter,
-            tol=tol,
-            n_init=n_init,
-            warm_start=warm_start,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            verbose=verbose,
-        )
+    _fit_one = staticmethod(fit_weighted_classifier)
 
     def _default_expert(self):
         return LogisticRegression()
@@ -596,29 +524,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         encoded = self.le_.transform(y)
         return encoded, encoded
 
-    def _fit_one(self, estimator, X, y, sample_weight, params):
-        present = np.unique(y if sample_weight is None else y[sample_weight > 0])
-        if present.shape[0] < 2:
-            estimator = DummyClassifier(strategy="prior")
-            return estimator.fit(X, np.full(X.shape[0], present[0]))
-        _fit_weighted(estimator, X, y, sample_weight, params)
-        return estimator
+    def _likelihood_for(self, y, sample_weight):
+        return CategoricalLikelihood()
 
-    def _expert_outputs(self, experts, X_parts, used=None):
-        n_classes = self.classes_.shape[0]
-
-        def proba(k):
-            est = experts[k]
-            out = np.asarray(est.predict_proba(X_parts[k]), dtype=np.float64)
-            _check_finite_output(out, experts, k)
-            return _em.align_proba(out, np.asarray(est.classes_, dtype=int), n_classes)
-
-        if used is None:
-            return [proba(k) for k in range(len(experts))]
-        return {k: proba(k) for k in used}
-
-    def _fit_noise(self, y, outputs, resp, sample_weight, floor):
-        return None
+    def _outputs_function(self):
+        return functools.partial(_class_outputs, n_classes=self.classes_.shape[0])
 
     def _n_expert_parameters(self, expert):
         if isinstance(expert, _BaseMixtureOfExperts):
@@ -634,12 +544,6 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
             # A multinomial model is defined up to one class's parameters.
             return per_class * (n_rows - 1 if n_rows > 1 else 1)
         return None
-
-    def _n_noise_parameters(self):
-        return 0
-
-    def _expert_log_likelihood(self, y, outputs, noise_variance):
-        return _em.class_log_likelihood(outputs, y)
 
     def predict_proba(self, X):
         """Pooled class probabilities.

@@ -1,11 +1,15 @@
 """Small helpers shared by the estimators and the gates."""
 
 import functools
+import threading
 
 import numpy as np
 from joblib import effective_n_jobs
 from sklearn.utils.parallel import Parallel, delayed
 from threadpoolctl import ThreadpoolController
+
+# Largest seed drawn for a child estimator or an EM run.
+MAX_SEED = np.iinfo(np.int32).max
 
 
 def take_rows(value, rows, n_samples):
@@ -21,16 +25,110 @@ def take_rows(value, rows, n_samples):
     return value
 
 
+def set_random_states(estimator, seed):
+    """Seed every unset ``random_state`` of an estimator (and its children)."""
+    to_set = {
+        key: int(seed)
+        for key, value in estimator.get_params(deep=True).items()
+        if (key == "random_state" or key.endswith("__random_state"))
+        and (value is None or isinstance(value, np.random.RandomState))
+    }
+    if to_set:
+        estimator.set_params(**to_set)
+
+
 @functools.cache
-def _threadpool_controller():
-    # Building a controller scans the process's loaded libraries (about
-    # 3 ms): once per process is enough, as in scikit-learn.
-    return ThreadpoolController()
+def _blas_controllers():
+    # Building a controller scans the process's loaded libraries (see
+    # benchmarks/kernels.py for its cost): once per process is enough, as in
+    # scikit-learn. Split by the scope of a library's limit: an OpenBLAS on
+    # the OpenMP threading layer limits the calling thread only, the others
+    # the whole process.
+    controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+    per_thread = [lib for lib in controllers if _limits_one_thread(lib)]
+    shared = [lib for lib in controllers if not _limits_one_thread(lib)]
+    return per_thread, shared
 
 
-def limit_blas_threads(n_threads):
-    """Context manager limiting BLAS to `n_threads` threads."""
-    return _threadpool_controller().limit(limits=n_threads, user_api="blas")
+def _limits_one_thread(lib):
+    return (
+        lib.internal_api == "openblas"
+        and getattr(lib, "threading_layer", None) == "openmp"
+    )
+
+
+def _set_threads(lib, n_threads):
+    """Set a process-wide limit from whichever thread runs this.
+
+    threadpoolctl (>= 3.6) lets only one "controlling" thread set an
+    OpenBLAS limit and silently ignores the others; mixexp's kernels may
+    run in any thread, so control is taken for the call and given back.
+    """
+    clear = getattr(type(lib), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+    lib.set_num_threads(n_threads)
+    if clear is not None:
+        clear(force=True)
+
+
+class _SingleThreadedBlas:
+    """BLAS at one thread while any of mixexp's own kernels runs.
+
+    mixexp's kernels (the linear experts' normal equations, the softmax
+    gate's Newton steps) are many small matrix products, which threaded BLAS
+    only slows down on busy cores (benchmarks/kernels.py). The limit is held
+    only for a kernel's duration; the user's own estimators (the experts, a
+    classifier gate) run with the user's settings.
+
+    Most BLAS libraries have one, process-wide limit: kernels running side by
+    side in threads then share it, and entries are counted, so that the
+    first one in sets it, the last one out lifts it, and what the first one
+    found is what comes back (a user estimator in another thread runs at one
+    thread while a kernel is running). A library whose limit is per thread
+    (OpenBLAS on OpenMP) is limited in each kernel's own thread.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._found = None
+        self._local = threading.local()
+
+    def __enter__(self):
+        per_thread, shared = _blas_controllers()
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0 and per_thread:
+            self._local.found = [lib.get_num_threads() for lib in per_thread]
+            for lib in per_thread:
+                lib.set_num_threads(1)
+        self._local.depth = depth + 1
+        with self._lock:
+            if self._depth == 0 and shared:
+                self._found = [lib.get_num_threads() for lib in shared]
+                for lib, n_threads in zip(shared, self._found, strict=True):
+                    if n_threads != 1:
+                        _set_threads(lib, 1)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        per_thread, shared = _blas_controllers()
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and shared:
+                for lib, n_threads in zip(shared, self._found, strict=True):
+                    if n_threads != 1:
+                        _set_threads(lib, n_threads)
+                self._found = None
+        self._local.depth -= 1
+        if self._local.depth == 0 and per_thread:
+            for lib, n_threads in zip(per_thread, self._local.found, strict=True):
+                lib.set_num_threads(n_threads)
+        return False
+
+
+single_threaded_blas = _SingleThreadedBlas()
 
 
 def runs_in_parallel(n_jobs):

@@ -13,14 +13,61 @@ indices), so it can be used and inspected on its own.
 - :class:`ClassifierGate`: any scikit-learn classifier with
   ``predict_proba`` and ``sample_weight``, fitted on the soft targets by
   stacking one weighted copy of the rows per expert.
+
+The gate protocol
+-----------------
+A mixture's EM loop talks to its gate through these methods alone, and
+names no gate class. An unfitted gate has
+
+``_em_start(X, sample_weight, n_experts, *, random_state, fit_params, init)``
+    Begin fitting the gate inside one EM run on the validated training
+    inputs ``X`` with row weights ``sample_weight``; return the *fit in
+    progress*, which owns every piece of solver state (kept Hessians, the
+    standardisation of ``X``, cached evaluations) for the run's duration.
+    ``random_state`` is the run's ``RandomState``: a gate that needs seeds
+    draws them from it (None: seed nothing). ``fit_params`` is the metadata
+    routed to the gate (a dict). ``init`` is where a mixture's warm start
+    begins: a fitted gate, or a ``checkpoint()`` of an earlier fit in
+    progress; None to start afresh. A gate ignores an ``init`` it cannot
+    use.
+
+The fit in progress has
+
+``improve(targets, exact)``
+    The gate's M-step on (n_samples, n_experts) soft targets ``T``: raise
+    the penalised weighted log-likelihood of the targets,
+    ``sum_i w_i sum_k T_ik log g_k(x_i) - penalty``, or maximise it when
+    ``exact`` is True (hard EM, ``training="fixed"``, a standalone fit). A
+    generalised step that only raises it is what soft EM needs.
+``log_proba()``
+    The (n_samples, n_experts) log gate probabilities on the training rows
+    at the current parameters.
+``penalty``
+    The penalty (on the scale of the summed log-likelihood) at the current
+    parameters; EM reports the log-likelihood less this. 0.0 for none.
+``fitted()``
+    A fitted gate at the current parameters that holds none of the fit's
+    state: the mixture's ``gate_``.
+``checkpoint()`` (optional)
+    The fit's state without its data (the parameters and the solver's
+    curvature), which ``_em_start(init=...)`` takes to continue exactly
+    where this fit stopped: a mixture with ``warm_start=True`` keeps it
+    between fits, so that five fits of one EM iteration each are one fit of
+    five. Without it, a warm start begins from the fitted gate.
+
+A fitted gate has ``_predict_log_proba(X)``, its (n, n_experts) log
+probabilities on validated inputs, and may have ``_n_parameters()``, its
+number of free parameters for ``bic`` and ``aic`` (None: not countable).
 """
 
+import copy
 import numbers
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -31,7 +78,9 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from mixexp._utils import take_rows
+from mixexp import _softmax
+from mixexp._em import expert_shares
+from mixexp._utils import MAX_SEED, set_random_states, single_threaded_blas, take_rows
 
 __all__ = ["ClassifierGate", "ConstantGate", "SoftmaxGate"]
 
@@ -43,11 +92,22 @@ _NEGLIGIBLE_TARGET = 1e-8
 # Above this many parameters ((n_features + 1) * n_experts) the softmax gate
 # is fitted by L-BFGS instead of Newton steps: a Hessian costs about
 # (n_features + 1) * n_experts / 4 gradients and its eigendecomposition grows
-# with the cube of the parameters. Measured on 100,000 x 20 regime data, EM
-# with Newton steps and a reused Hessian took 0.42 / 0.90 / 2.9 s per
-# iteration at 8 / 16 / 32 experts (168 / 336 / 672 parameters), against
-# 0.90 / 2.6 / 6.1 s with L-BFGS solves.
+# with the cube of the parameters, so past this size Newton steps stop
+# paying for themselves (benchmarks/kernels.py times both at 8, 16 and 32
+# experts).
 _NEWTON_MAX_PARAMETERS = 1000
+
+# Newton steps of the softmax gate in one inexact M-step (soft EM). One step
+# per EM iteration (a generalised M-step: it raises the objective, which is
+# all EM needs) costs a gradient or two, and took fewer EM iterations than
+# solving the gate to convergence each time: a fully solved gate sharpens
+# its boundaries early, and sharp responsibilities move slowly (on
+# make_regimes data, 3,000 to 20,000 rows, 24 to 40 iterations against 26 to
+# over 500 at tol=1e-6), and often in a worse local maximum (mean
+# log-likelihood -1.1 and -1.7 against -0.73 at 5,000 and 3,000 rows from
+# the same k-means start). A step taken with an old Hessian that did poorly
+# does not count towards the cap (see ``_softmax.newton_minimise``).
+_NEWTON_STEPS_PER_IMPROVE = 1
 
 # alpha="auto": the evidence re-estimate of the penalty starts from
 # _AUTO_ALPHA_START and stays within [_AUTO_ALPHA_MIN, _AUTO_ALPHA_MAX]. Inside
@@ -60,11 +120,6 @@ _AUTO_ALPHA_MIN = 1e-6
 _AUTO_ALPHA_MAX = 1e3
 _AUTO_ALPHA_MIN_CHANGE = 0.05
 _AUTO_ALPHA_MAX_ROUNDS = 100
-
-# Entries per block ((n_features + 1) * n_experts by a block of rows) when the
-# softmax gate's Hessian is summed: large enough for fast matrix products,
-# small enough for each block to stay in cache (2 MiB).
-_HESSIAN_BLOCK_SIZE = 2**18
 
 
 def _as_soft_targets(y, n_samples):
@@ -100,303 +155,81 @@ def _log_proba_from_proba(proba):
         return np.log(np.maximum(proba, np.finfo(float).tiny))
 
 
-def _shifted_scoresT(coef, X, mean, scale):
-    """Linear scores of each expert, less each row's largest, as (K, n).
+class _BaseGate(BaseEstimator):
+    """What every gate of this module shares: a standalone fit through the
+    gate protocol, and predictions from ``_predict_log_proba``."""
 
-    `coef` holds the intercepts (first row) and the coefficients on the
-    standardised features; the standardisation is folded into them, so X is
-    used as it is. The shift keeps ``exp`` from overflowing.
-    """
-    raw = coef[1:] / scale[:, np.newaxis]
-    scores = raw.T @ X.T
-    scores += (coef[0] - mean @ raw)[:, np.newaxis]
-    scores -= scores.max(axis=0)
-    return scores
+    def _fit_standalone(self, X, y, sample_weight, start):
+        """Validate, solve the gate in full on the targets, keep the result.
 
+        `start` maps the validated ``(X, weights, n_experts)`` to the fit in
+        progress; the fitted state it ends with becomes this gate's.
+        """
+        X = validate_data(self, X, reset=True, dtype=np.float64)
+        targets = _as_soft_targets(y, X.shape[0])
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        progress = start(X, weights, targets.shape[1])
+        progress.improve(targets, exact=True)
+        parameters = self.get_params(deep=False)
+        for name, value in vars(progress.fitted()).items():
+            if name not in parameters:
+                setattr(self, name, value)
+        return self
 
-def _softmax_evaluation(params, X, mean, scale, n_experts):
-    """What the gate's loss needs from its parameters, whatever the targets.
+    def _n_parameters(self):
+        return None
 
-    Returns
-    -------
-    scores : ndarray of shape (n_experts, n_samples)
-        Linear scores less each row's largest (see `_shifted_scoresT`).
-    probaT : ndarray of shape (n_experts, n_samples)
-        Gate probabilities, transposed.
-    log_norm : ndarray of shape (n_samples,)
-        ``log sum_k exp(scores)``, so that ``scores - log_norm`` are the log
-        gate probabilities.
-    """
-    scores = _shifted_scoresT(params.reshape(-1, n_experts), X, mean, scale)
-    probaT = np.exp(scores)
-    norm = probaT.sum(axis=0)
-    probaT /= norm
-    return scores, probaT, np.log(norm)
+    def predict_log_proba(self, X):
+        """Log gate probabilities.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
 
-def _softmax_objective(
-    params, X, mean, scale, targetsT, scaled, penalty_scale, evaluation=None
-):
-    """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            Natural logarithm of `predict_proba`, computed stably; an expert
+            the gate never trusts gets the log of the smallest positive
+            float.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._predict_log_proba(X)
 
-    Parameters
-    ----------
-    params : ndarray of shape ((n_features + 1) * n_experts,)
-        Intercepts (first row) and coefficients on the standardised
-        features ``(X - mean) / scale``, raveled.
-    X : ndarray of shape (n_samples, n_features)
-        Inputs, not standardised: the standardisation is folded into the
-        parameters, so no standardised copy of X is ever made.
-    mean, scale : ndarray of shape (n_features,)
-    targetsT : ndarray of shape (n_experts, n_samples)
-        Soft targets, transposed; columns sum to 1.
-    scaled : ndarray of shape (n_samples,)
-        Row weights divided by their total, so that the optimiser's
-        tolerances do not depend on the number of rows.
-    penalty_scale : float
-        ``alpha / total weight``.
-    evaluation : tuple, default=None
-        `_softmax_evaluation` at `params`, when it is already known.
+    def predict_proba(self, X):
+        """Gate probabilities: how much each expert is trusted on each row.
 
-    Notes
-    -----
-    With targets summing to one, ``loss_i = log sum_k exp(z_ik) -
-    sum_k T_ik z_ik`` and ``d loss_i / d z_ik = P_ik - T_ik``. Everything
-    runs on (n_experts, n_samples) arrays: reductions over the experts are
-    then vectorised over the rows, five to ten times faster than over the
-    short last axis of (n_samples, n_experts) arrays, and this function is
-    called many times per EM step.
-    """
-    coef = params.reshape(X.shape[1] + 1, targetsT.shape[0])
-    if evaluation is None:
-        evaluation = _softmax_evaluation(params, X, mean, scale, targetsT.shape[0])
-    scores, probaT, log_norm = evaluation
-    cross = np.einsum("ki,ki->i", targetsT, scores)
-    loss = scaled @ (log_norm - cross)
-    loss += 0.5 * penalty_scale * np.sum(coef[1:] ** 2)
-    residual = probaT - targetsT
-    residual *= scaled
-    grad = np.empty_like(coef)
-    grad[0] = residual.sum(axis=1)
-    grad[1:] = (X.T @ residual.T - np.outer(mean, grad[0])) / scale[:, np.newaxis]
-    grad[1:] += penalty_scale * coef[1:]
-    return loss, grad.ravel()
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            One column per expert; rows sum to 1.
+        """
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """Index of the most trusted expert per row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The argmax of `predict_proba`; ties go to the lower index.
+        """
+        return np.argmax(self.predict_log_proba(X), axis=1)
 
 
-def _softmax_probaT(params, X, mean, scale, n_experts):
-    """Gate probabilities at `params`, as an (n_experts, n_samples) array."""
-    scores = _shifted_scoresT(params.reshape(-1, n_experts), X, mean, scale)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=0)
-    return scores
-
-
-def _softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
-    """Hessian of `_softmax_objective` in its parameters.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-        Inputs, not standardised.
-    mean, scale : ndarray of shape (n_features,)
-    probaT : ndarray of shape (n_experts, n_samples)
-        Gate probabilities at the current parameters, transposed.
-    scaled : ndarray of shape (n_samples,)
-        Row weights divided by their total.
-    penalty_scale : float
-
-    Returns
-    -------
-    ndarray of shape ((n_features + 1) * n_experts, (n_features + 1) * n_experts)
-        Positive semi-definite; its null space holds the shifts that add the
-        same vector to every expert's parameters (softmax is blind to them).
-
-    Notes
-    -----
-    With ``z_i`` the standardised row and a leading 1, the Hessian is
-    ``sum_i w_i (diag(p_i) - p_i p_i^T) kron z_i z_i^T``. The second term is
-    ``Q^T Q`` for the rows ``q_i = sqrt(w_i) z_i kron p_i``: one symmetric
-    rank-update per block of rows, a matrix product wide enough to run at
-    the machine's speed, on blocks small enough to stay in cache. The first
-    term costs nothing more: as each ``p_i`` sums to one, the blocks
-    ``(k, l)`` of ``Q^T Q`` summed over ``l`` give expert k's diagonal block
-    ``sum_i w_i p_ik z_i z_i^T``, and the Hessian's diagonal block is that
-    sum over ``l != k`` alone (no cancellation where ``p_ik`` is near 1).
-    """
-    n_samples, n_features = X.shape
-    n_experts = probaT.shape[0]
-    width = n_features + 1
-    size = width * n_experts
-    # Blocks of rows, transposed: every pass runs along contiguous memory.
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // size), n_samples)
-    outer = np.zeros((size, size))  # ordered (feature, expert) as the params
-    zT = np.empty((width, block_rows))
-    zT[0] = 1.0
-    weighted = np.empty((n_experts, block_rows))
-    rows_q = np.empty((width, n_experts, block_rows))
-    root = np.sqrt(scaled)
-    for start in range(0, n_samples, block_rows):
-        stop = min(start + block_rows, n_samples)
-        m = stop - start
-        z = zT[:, :m]
-        np.subtract(X[start:stop].T, mean[:, np.newaxis], out=z[1:])
-        z[1:] /= scale[:, np.newaxis]
-        np.multiply(probaT[:, start:stop], root[start:stop], out=weighted[:, :m])
-        q = np.multiply(z[:, np.newaxis, :], weighted[:, :m], out=rows_q[:, :, :m])
-        q = q.reshape(size, m)
-        outer += q @ q.T
-    outer_blocks = outer.reshape(width, n_experts, width, n_experts)
-    others = 1.0 - np.eye(n_experts)
-    diagonal = np.einsum("akbl,kl->akb", outer_blocks, others)
-    hessian = -outer
-    blocks = hessian.reshape(width, n_experts, width, n_experts)
-    for k in range(n_experts):
-        blocks[:, k, :, k] = diagonal[:, k, :]
-    hessian = (hessian + hessian.T) / 2  # exactly symmetric, despite rounding
-    return _add_penalty(hessian, penalty_scale, n_experts)
-
-
-def _add_penalty(hessian, penalty_scale, n_experts):
-    """`hessian` plus the L2 penalty's curvature on the coefficients (a copy)."""
-    hessian = hessian.copy()
-    penalised = np.arange(n_experts, hessian.shape[0])  # not the intercepts
-    hessian[penalised, penalised] += penalty_scale
-    return hessian
-
-
-def _newton_minimise(objective, start, hessian, max_iter, tol, curvature=None):
-    """Minimise a smooth convex function by Newton-type steps with backtracking.
-
-    The Hessian is costly (a weighted Gram matrix per pair of experts) and,
-    inside EM, changes little from one fit to the next. So a step uses the
-    last `curvature` it was given or computed (an eigendecomposition of the
-    Hessian), and the Hessian is recomputed only when that step does poorly:
-    when the line search has to shorten it, or when it cuts the gradient by
-    less than a factor of four. Such a poor step is kept but does not count
-    towards `max_iter`: the next step, with the Hessian refreshed, does.
-    Inside EM, where `max_iter` is 1, an M-step thus always ends with a
-    step that did well or used a fresh Hessian. (Counting the poor step
-    instead made EM alternate good and poor iterations while the gate's
-    boundaries sharpen: on the 5,000-row flexmix benchmark data, 25 EM
-    iterations instead of 15 to reach the same log-likelihood.) Every
-    accepted step lowers the objective (Armijo's condition), so a capped run
-    is a generalised M-step.
-
-    Returns
-    -------
-    params : ndarray
-    n_iter : int
-        Steps taken, counted or not.
-    converged : bool
-        Whether the largest gradient entry fell below `tol` (or the objective
-        stopped decreasing within floating-point precision).
-    curvature : tuple of ndarray
-        The eigendecomposition last used, for the next call.
-    """
-    params = start
-    loss, grad = objective(params)
-    fresh = False
-    n_iter = n_counted = 0
-    while n_counted < max_iter:
-        if np.max(np.abs(grad)) < tol:
-            return params, n_iter, True, curvature
-        if curvature is None:
-            curvature = _pseudo_inverse_factors(hessian(params))
-            fresh = True
-        values, vectors = curvature
-        if values.size == 0:
-            return params, n_iter, True, curvature
-        n_iter += 1
-        direction = vectors @ ((vectors.T @ grad) / values)
-        slope = grad @ direction
-        step = 1.0
-        while True:
-            trial = params - step * direction
-            trial_loss, trial_grad = objective(trial)
-            if trial_loss <= loss - 1e-4 * step * slope:
-                break
-            step *= 0.5
-            if step < 1e-10:
-                if fresh:  # no decrease left within floating-point precision
-                    return params, n_iter, True, curvature
-                break
-        if step < 1e-10:  # a stale Hessian misled the step: refresh it
-            n_iter -= 1  # no step was taken
-            curvature, fresh = None, False
-            continue
-        decrease = loss - trial_loss
-        poor = step < 1.0 or np.max(np.abs(trial_grad)) > 0.25 * np.max(np.abs(grad))
-        params, loss, grad = trial, trial_loss, trial_grad
-        if decrease <= 1e-15 * max(abs(loss), 1.0) and fresh:
-            return params, n_iter, True, curvature
-        if poor and not fresh:
-            curvature = None  # and this step does not count
-        else:
-            n_counted += 1
-        fresh = False
-    return params, n_iter, np.max(np.abs(grad)) < tol, curvature
-
-
-def _pseudo_inverse_factors(hessian):
-    """Eigenvalues and eigenvectors of a PSD matrix, without its null space.
-
-    The softmax is blind to shifts shared by every expert (and, without a
-    penalty, to any direction the data do not pin down): those directions
-    get no step.
-    """
-    values, vectors = np.linalg.eigh(hessian)
-    keep = values > 1e-12 * max(values[-1], 0.0)
-    return values[keep], np.ascontiguousarray(vectors[:, keep])
-
-
-def _evidence_alpha(params, curvature, penalty_scale, n_experts):
-    """MacKay's evidence re-estimate of the gate's L2 penalty.
-
-    ``alpha = gamma / ||W||^2``, with ``W`` the coefficients on standardised
-    features and ``gamma = sum_j lambda_j / (lambda_j + alpha)`` the number
-    of coefficients the data determine well (``lambda_j`` the eigenvalues of
-    the cross-entropy's Hessian on the coefficients; MacKay 1992, "The
-    evidence framework applied to classification networks").
-
-    Parameters
-    ----------
-    params : ndarray of shape (n_features + 1, n_experts)
-        Intercepts (first row) and coefficients.
-    curvature : tuple of ndarray
-        ``(values, vectors)``: the kept eigenpairs of the Hessian of
-        `_softmax_objective` (the weights divided by their total), in the
-        parameters' (feature, expert) order.
-    penalty_scale : float
-        ``alpha / total weight`` in that Hessian.
-    n_experts : int
-
-    Returns
-    -------
-    alpha : float or None
-        None when ``W`` is zero.
-    gamma : float
-
-    Notes
-    -----
-    ``gamma = p - alpha trace(A^-1)`` over the coefficients, ``A`` the
-    penalised Hessian of the summed cross-entropy with the intercepts
-    profiled out; with ``A = total * H`` that trace is ``penalty_scale *
-    sum_j ||V_Wj||^2 / h_j`` over the eigenpairs ``(h_j, V_j)`` of ``H``.
-    A shift shared by every expert's coefficients has ``h_j = penalty_scale``
-    and counts zero, and the directions dropped as null count zero too.
-    """
-    values, vectors = curvature
-    on_coef = vectors[n_experts:]  # the coefficient rows, not the intercepts
-    share = np.einsum("ij,ij->j", on_coef, on_coef)
-    gamma = float(share @ (1.0 - penalty_scale / values))
-    gamma = min(max(gamma, 0.0), float(on_coef.shape[0]))
-    norm2 = float(np.sum(params[1:] ** 2))
-    if not norm2 > 0:
-        return None, gamma
-    return gamma / norm2, gamma
-
-
-class SoftmaxGate(BaseEstimator):
+class SoftmaxGate(_BaseGate):
     """Multinomial logistic gate fitted on soft targets.
 
     The gate models ``g_k(x) = softmax(x @ coef_ + intercept_)_k``. It is
@@ -496,6 +329,7 @@ class SoftmaxGate(BaseEstimator):
         self.tol = tol
         self.warm_start = warm_start
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the gate to expert labels or soft targets.
 
@@ -513,63 +347,223 @@ class SoftmaxGate(BaseEstimator):
         self : SoftmaxGate
             The fitted gate.
         """
-        self._validate_params()
-        X = validate_data(self, X, reset=True, dtype=np.float64)
-        targets = _as_soft_targets(y, X.shape[0])
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        self._clear_cache()  # X may be new data, or the same array changed
-        self._curvature = self._data_hessian = None
-        if not self.warm_start:
-            self.alpha_ = None
-        self._fit(X, targets, weights, warn=True)
-        self._clear_cache()  # nor may X change under a cached evaluation
-        return self
+        init = self if self.warm_start and hasattr(self, "_params") else None
+        return self._fit_standalone(
+            X,
+            y,
+            sample_weight,
+            lambda X, weights, n_experts: _SoftmaxFit(
+                self,
+                X,
+                weights,
+                n_experts,
+                init=init,
+                reuse=self.warm_start,
+                warn=True,
+            ),
+        )
 
-    def _fit(self, X, targets, weights, warn, max_steps=None):
-        """Fit on validated arrays (the EM loop calls this directly).
+    def _em_start(
+        self,
+        X,
+        sample_weight,
+        n_experts,
+        *,
+        random_state=None,
+        fit_params=None,
+        init=None,
+    ):
+        return _SoftmaxFit(self, X, sample_weight, n_experts, init=init)
 
-        EM passes `max_steps` to take a capped number of Newton steps (a
-        generalised M-step); with ``alpha="auto"`` the penalty is then
-        re-estimated once, and otherwise until it settles.
+    def _predict_log_proba(self, X):
+        # On the (K, n) layout (see mixexp/_softmax.py), without a
+        # standardised copy of X; returned as an (n, K) view.
+        scores = _softmax.softmax_scoresT(self._params, X, self._mean, self._scale)
+        norm = np.exp(scores).sum(axis=0)
+        scores -= np.log(norm)
+        return scores.T
+
+    def _n_parameters(self):
+        # Softmax is blind to a shift shared by every expert's parameters.
+        return (self.n_features_in_ + 1) * (self.classes_.shape[0] - 1)
+
+
+@dataclass(frozen=True)
+class _SoftmaxCheckpoint:
+    """A softmax fit's state without its data (see ``_SoftmaxFit.checkpoint``)."""
+
+    gate: SoftmaxGate  # fitted: the parameters, the standardisation, alpha
+    curvature: tuple
+    curvature_penalty: float
+    data_hessian: np.ndarray
+
+
+def _standardisation(X, weights):
+    """Weighted mean and scale of each feature (scale 1 where constant)."""
+    mean = np.average(X, axis=0, weights=weights)
+    scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
+    scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
+    return mean, scale
+
+
+class _SoftmaxFit:
+    """A :class:`SoftmaxGate` being fitted on one X: the fit in progress.
+
+    It holds the gate's parameters on the standardised features and the
+    solver's state: the standardisation of X, the last Hessian and its
+    eigendecomposition, the last evaluation of the scores on X, and, with
+    ``alpha="auto"``, the current penalty. Inside EM each M-step continues
+    from the last (`reuse`): it starts from the previous parameters and
+    reuses the previous curvature while its steps keep doing well, and the
+    E-step's gate probabilities come from the last evaluation.
+
+    Parameters
+    ----------
+    gate : SoftmaxGate
+        Its parameters (`alpha`, `max_iter`, `tol`) are read, never set.
+    X : ndarray of shape (n_samples, n_features)
+    weights : ndarray of shape (n_samples,)
+    n_experts : int
+    init : SoftmaxGate or _SoftmaxCheckpoint, default=None
+        A fitted gate to start from, or a checkpoint of an earlier fit to
+        continue (its curvature too, when X has the same standardisation);
+        ignored unless of the same number of features and experts.
+    reuse : bool, default=True
+        Continue each solve from the last one, keeping its curvature and
+        evaluations (EM, and a warm-started standalone fit). Without it each
+        solve of ``alpha="auto"``'s alternation starts from zero, so that
+        where a standalone fit settles does not depend on the path.
+    warn : bool, default=False
+        Warn when a full solve does not converge (a standalone fit).
+    """
+
+    def __init__(
+        self, gate, X, weights, n_experts, *, init=None, reuse=True, warn=False
+    ):
+        self.gate = gate
+        self.X = X
+        self.weights = weights
+        self.n_experts = n_experts
+        self.reuse = reuse
+        self.warn = warn
+        self.total = weights.sum()
+        self.scaled = weights / self.total
+        self.mean, self.scale = _standardisation(X, weights)
+        self.params = None  # (n_features + 1, n_experts), standardised
+        self.alpha = None  # None until the first penalty is known
+        self.gamma = None
+        self.penalty = 0.0
+        self.n_iter = 0
+        self._curvature = self._curvature_penalty = self._data_hessian = None
+        self._evaluated = None  # (raveled params, softmax_evaluation there)
+        checkpoint = init if isinstance(init, _SoftmaxCheckpoint) else None
+        if checkpoint is not None:
+            init = checkpoint.gate
+        if (
+            isinstance(init, SoftmaxGate)
+            and hasattr(init, "_params")
+            and init._params.shape == (X.shape[1] + 1, n_experts)
+        ):
+            same_scaling = np.array_equal(init._mean, self.mean) and np.array_equal(
+                init._scale, self.scale
+            )
+            self.params = init._params if same_scaling else self._rescaled(init)
+            self.alpha = init.alpha_
+            if checkpoint is not None and same_scaling:
+                self._curvature = checkpoint.curvature
+                self._curvature_penalty = checkpoint.curvature_penalty
+                self._data_hessian = checkpoint.data_hessian
+
+    def _rescaled(self, init):
+        """`init`'s gate function, in this fit's standardised coordinates."""
+        coef = init._params[1:] / init._scale[:, np.newaxis]
+        intercept = init._params[0] - init._mean @ coef
+        return np.vstack(
+            [intercept + self.mean @ coef, coef * self.scale[:, np.newaxis]]
+        )
+
+    # ------------------------------------------------------------------
+    # The gate protocol.
+
+    def improve(self, targets, exact):
+        """Fit on `targets`: in full, or by a capped number of Newton steps.
+
+        Capped (`exact` False, soft EM), it is a generalised M-step: every
+        step lowers the penalised cross-entropy. With ``alpha="auto"`` the
+        penalty is then re-estimated once, and otherwise until it settles.
         """
-        if self.alpha != "auto":
-            self.alpha_, self.gamma_ = float(self.alpha), None
-            return self._fit_penalised(X, targets, weights, warn, max_steps)
-        # A fit that continues a previous one (EM's later M-steps, or a
-        # warm start) may only relax the penalty, by 5% or more at a time: a
-        # smaller penalty can only raise the penalised objective at the
-        # current gate, so EM's objective never goes down, and alpha
-        # settles. A first fit finds its fixed point freely.
-        first = getattr(self, "alpha_", None) is None
-        capped = max_steps is not None
-        if first and capped:
-            # EM's first M-step: the level of alpha comes from the gate
-            # solved in full (after one step from zero its coefficients are
-            # still small, and alpha would come out far too high); the step
-            # EM takes is then one step from zero at that level (a gate
-            # solved in full would sharpen EM's first responsibilities).
-            alpha = self._fit_auto(X, targets, weights, False, None, first=True)
-            self.alpha_ = alpha
-            self._params = self._curvature = self._data_hessian = None
-            self._evaluated = None
-            self._fit_penalised(X, targets, weights, warn, max_steps)
-        else:
-            alpha = self._fit_auto(X, targets, weights, warn, max_steps, first)
-        self.alpha_ = alpha
-        self.penalty_ = 0.5 * alpha * float(np.sum(self._params[1:] ** 2))
-        return self
+        max_steps = None if exact else _NEWTON_STEPS_PER_IMPROVE
+        with single_threaded_blas:
+            if self.gate.alpha != "auto":
+                self.alpha, self.gamma = float(self.gate.alpha), None
+                self._fit_penalised(targets, max_steps, self.warn)
+                return
+            # A fit that continues a previous one (EM's later M-steps, or a
+            # warm start) may only relax the penalty, by 5% or more at a
+            # time: a smaller penalty can only raise the penalised objective
+            # at the current gate, so EM's objective never goes down, and
+            # alpha settles. A first fit finds its fixed point freely.
+            first = self.alpha is None
+            if first and max_steps is not None:
+                # EM's first M-step: the level of alpha comes from the gate
+                # solved in full (after one step from zero its coefficients
+                # are still small, and alpha would come out far too high);
+                # the step EM takes is then one step from zero at that level
+                # (a gate solved in full would sharpen EM's first
+                # responsibilities).
+                self.alpha = self._fit_auto(targets, None, first=True, warn=False)
+                self.params = self._curvature = self._data_hessian = None
+                self._evaluated = None
+                self._fit_penalised(targets, max_steps, self.warn)
+            else:
+                self.alpha = self._fit_auto(targets, max_steps, first, self.warn)
+            self.penalty = 0.5 * self.alpha * float(np.sum(self.params[1:] ** 2))
 
-    def _fit_auto(self, X, targets, weights, warn, max_steps, first):
+    def log_proba(self):
+        evaluation = self._evaluation_at(self.params.ravel())
+        if evaluation is not None:  # the last Newton step's, at these params
+            scores, _, log_norm = evaluation
+            return (scores - log_norm).T
+        with single_threaded_blas:
+            scores = _softmax.softmax_scoresT(
+                self.params, self.X, self.mean, self.scale
+            )
+        scores -= np.log(np.exp(scores).sum(axis=0))
+        return scores.T
+
+    def fitted(self):
+        gate = clone(self.gate)
+        params = self.params
+        gate._params, gate._mean, gate._scale = params, self.mean, self.scale
+        gate.coef_ = params[1:] / self.scale[:, np.newaxis]
+        gate.intercept_ = params[0] - self.mean @ gate.coef_
+        gate.penalty_ = self.penalty
+        gate.alpha_ = self.alpha
+        gate.gamma_ = self.gamma
+        gate.n_iter_ = self.n_iter
+        gate.classes_ = np.arange(self.n_experts)
+        gate.n_features_in_ = self.X.shape[1]
+        return gate
+
+    def checkpoint(self):
+        return _SoftmaxCheckpoint(
+            self.fitted(), self._curvature, self._curvature_penalty, self._data_hessian
+        )
+
+    # ------------------------------------------------------------------
+    # Solvers.
+
+    def _fit_auto(self, targets, max_steps, first, warn):
         """Alternate fits and evidence re-estimates; return the next alpha.
 
         Under a step cap (EM), one fit and one re-estimate.
         """
-        alpha = _AUTO_ALPHA_START if first else self.alpha_
+        alpha = _AUTO_ALPHA_START if first else self.alpha
         capped = max_steps is not None
         for _ in range(1 if capped else _AUTO_ALPHA_MAX_ROUNDS):
-            self.alpha_ = alpha
-            self._fit_penalised(X, targets, weights, warn, max_steps)
-            new = self._evidence_update(X, weights, fresh=not capped)
+            self.alpha = alpha
+            self._fit_penalised(targets, max_steps, warn)
+            new = self._evidence_update(fresh=not capped)
             if new is None:
                 break
             if first:
@@ -581,7 +575,7 @@ class SoftmaxGate(BaseEstimator):
             alpha = new
         return alpha
 
-    def _evidence_update(self, X, weights, fresh=False):
+    def _evidence_update(self, fresh=False):
         """The evidence re-estimate of alpha at the current fit, clipped.
 
         Inside EM the eigendecomposition of the last Newton step is reused
@@ -589,77 +583,62 @@ class SoftmaxGate(BaseEstimator):
         nothing); a standalone fit (`fresh`) computes the Hessian at the
         solution, so that where it settles does not depend on the path.
         """
-        n_experts = self._params.shape[1]
-        total = weights.sum()
-        curvature = getattr(self, "_curvature", None)
-        penalty_scale = getattr(self, "_curvature_penalty", None)
+        curvature, penalty_scale = self._curvature, self._curvature_penalty
         if fresh or curvature is None or penalty_scale is None:
-            penalty_scale = self.alpha_ / total
-            hessian = self._hessian_at(
-                self._params.ravel(),
-                X,
-                self._mean,
-                self._scale,
-                weights / total,
-                penalty_scale,
+            penalty_scale = self.alpha / self.total
+            curvature = _softmax.pseudo_inverse_factors(
+                self._hessian_at(self.params.ravel(), penalty_scale)
             )
-            curvature = _pseudo_inverse_factors(hessian)
-            if self.warm_start:
+            if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
         if curvature[0].size == 0:
             return None
-        new, self.gamma_ = _evidence_alpha(
-            self._params, curvature, penalty_scale, n_experts
+        new, self.gamma = _softmax.evidence_alpha(
+            self.params, curvature, penalty_scale, self.n_experts
         )
         if new is None:  # no coefficients left: the data support none
             return _AUTO_ALPHA_MAX
         return float(np.clip(new, _AUTO_ALPHA_MIN, _AUTO_ALPHA_MAX))
 
-    def _fit_penalised(self, X, targets, weights, warn, max_steps):
-        """Minimise the penalised cross-entropy at ``alpha_``.
-
-        Inside one EM run X never changes, so its standardisation (and the
-        curvature of the last Newton step) is computed once and reused (with
-        ``warm_start``).
-        """
-        n_features, n_experts = X.shape[1], targets.shape[1]
-        mean, scale = self._standardise(X, weights)
-        total = weights.sum()
-
+    def _fit_penalised(self, targets, max_steps, warn):
+        """Minimise the penalised cross-entropy at the current alpha."""
+        X, mean, scale, n_experts = self.X, self.mean, self.scale, self.n_experts
+        n_features = X.shape[1]
         start = np.zeros((n_features + 1, n_experts))
-        previous = getattr(self, "_params", None)
-        if self.warm_start and previous is not None and previous.shape == start.shape:
+        previous = self.params
+        if self.reuse and previous is not None:
             start = previous
         targetsT = np.ascontiguousarray(targets.T)
-        scaled = weights / total
-        penalty_scale = self.alpha_ / total
+        penalty_scale = self.alpha / self.total
 
         def objective(flat):
-            evaluation = self._evaluation_at(flat, X, mean, scale)
+            evaluation = self._evaluation_at(flat)
             if evaluation is None:
                 self._evaluated = None  # two (n, K) arrays: free them first
-                evaluation = _softmax_evaluation(flat, X, mean, scale, n_experts)
-                if self.warm_start:
+                evaluation = _softmax.softmax_evaluation(
+                    flat, X, mean, scale, n_experts
+                )
+                if self.reuse:
                     # EM's next E-step and next gate step start from here.
-                    self._evaluated = (X, mean, scale, flat, evaluation)
-            return _softmax_objective(
-                flat, X, mean, scale, targetsT, scaled, penalty_scale, evaluation
+                    self._evaluated = (flat, evaluation)
+            return _softmax.softmax_objective(
+                flat, X, mean, scale, targetsT, self.scaled, penalty_scale, evaluation
             )
 
         def hessian(flat):
-            return self._hessian_at(flat, X, mean, scale, scaled, penalty_scale)
+            return self._hessian_at(flat, penalty_scale)
 
         if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
             curvature = None
             if start is previous:
-                curvature = self._remembered_curvature(penalty_scale, n_experts)
-            max_iter = self.max_iter
+                curvature = self._remembered_curvature(penalty_scale)
+            max_iter = self.gate.max_iter
             if max_steps is not None:
                 max_iter = min(max_iter, max_steps)
-            flat, n_iter, converged, curvature = _newton_minimise(
-                objective, start.ravel(), hessian, max_iter, self.tol, curvature
+            flat, n_iter, converged, curvature = _softmax.newton_minimise(
+                objective, start.ravel(), hessian, max_iter, self.gate.tol, curvature
             )
-            if self.warm_start:
+            if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
         else:
             self._curvature = self._data_hessian = None
@@ -670,46 +649,54 @@ class SoftmaxGate(BaseEstimator):
                 start.ravel(),
                 jac=True,
                 method="L-BFGS-B",
-                options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
+                options={
+                    "maxiter": self.gate.max_iter,
+                    "gtol": self.gate.tol,
+                    "ftol": 1e-12,
+                },
             )
             flat, n_iter = result.x, int(result.nit)
-            converged = result.success or n_iter < self.max_iter
+            converged = result.success or n_iter < self.gate.max_iter
         if warn and not converged:
             warnings.warn(
-                f"SoftmaxGate did not converge in max_iter={self.max_iter} "
+                f"SoftmaxGate did not converge in max_iter={self.gate.max_iter} "
                 "iterations; increase max_iter or alpha.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=5,
             )
-        params = flat.reshape(n_features + 1, n_experts)
-        self._params = params
-        self._mean, self._scale = mean, scale
-        self.coef_ = params[1:] / scale[:, np.newaxis]
-        self.intercept_ = params[0] - mean @ self.coef_
-        self.penalty_ = 0.5 * self.alpha_ * float(np.sum(params[1:] ** 2))
-        self.n_iter_ = n_iter
-        self.classes_ = np.arange(n_experts)
-        return self
+        self.params = flat.reshape(n_features + 1, n_experts)
+        self.penalty = 0.5 * self.alpha * float(np.sum(self.params[1:] ** 2))
+        self.n_iter = n_iter
 
-    def _hessian_at(self, flat, X, mean, scale, scaled, penalty_scale):
-        """`_softmax_hessian` at `flat`, from the remembered probabilities
+    def _evaluation_at(self, flat):
+        """The remembered `softmax_evaluation` at `flat`, if any."""
+        cached = self._evaluated
+        if cached is not None and np.array_equal(cached[0], flat):
+            return cached[1]
+        return None
+
+    def _hessian_at(self, flat, penalty_scale):
+        """`softmax_hessian` at `flat`, from the remembered probabilities
         when the last evaluation was there.
 
-        With ``warm_start`` the Hessian of the cross-entropy alone is kept
-        for `_remembered_curvature`.
+        With `reuse` the Hessian of the cross-entropy alone is kept for
+        `_remembered_curvature`.
         """
-        n_experts = flat.size // (X.shape[1] + 1)
-        evaluation = self._evaluation_at(flat, X, mean, scale)
+        evaluation = self._evaluation_at(flat)
         if evaluation is None:
-            probaT = _softmax_probaT(flat, X, mean, scale, n_experts)
+            probaT = _softmax.softmax_probaT(
+                flat, self.X, self.mean, self.scale, self.n_experts
+            )
         else:
             probaT = evaluation[1]
-        data_hessian = _softmax_hessian(X, mean, scale, probaT, scaled, 0.0)
-        if self.warm_start:
+        data_hessian = _softmax.softmax_hessian(
+            self.X, self.mean, self.scale, probaT, self.scaled, 0.0
+        )
+        if self.reuse:
             self._data_hessian = data_hessian
-        return _add_penalty(data_hessian, penalty_scale, n_experts)
+        return _softmax.add_penalty(data_hessian, penalty_scale, self.n_experts)
 
-    def _remembered_curvature(self, penalty_scale, n_experts):
+    def _remembered_curvature(self, penalty_scale):
         """The last Hessian's eigendecomposition, at penalty `penalty_scale`.
 
         Under ``alpha="auto"`` EM re-estimates the penalty at every M-step
@@ -718,127 +705,16 @@ class SoftmaxGate(BaseEstimator):
         eigendecomposition that costs next to nothing beside the Hessian
         itself, a pass over every row for every pair of experts.
         """
-        curvature = getattr(self, "_curvature", None)
-        if getattr(self, "_curvature_penalty", None) == penalty_scale:
-            return curvature
-        data_hessian = getattr(self, "_data_hessian", None)
-        if curvature is None or data_hessian is None:
+        if self._curvature_penalty == penalty_scale:
+            return self._curvature
+        if self._curvature is None or self._data_hessian is None:
             return None
-        return _pseudo_inverse_factors(
-            _add_penalty(data_hessian, penalty_scale, n_experts)
+        return _softmax.pseudo_inverse_factors(
+            _softmax.add_penalty(self._data_hessian, penalty_scale, self.n_experts)
         )
 
-    def _evaluation_at(self, flat, X, mean, scale):
-        """The remembered `_softmax_evaluation` at `flat` on `X`, if any."""
-        cached = getattr(self, "_evaluated", None)
-        if (
-            cached is not None
-            and cached[0] is X
-            and cached[1] is mean
-            and cached[2] is scale
-            and np.array_equal(cached[3], flat)
-        ):
-            return cached[4]
-        return None
 
-    def _standardise(self, X, weights):
-        """Weighted mean and scale of each feature.
-
-        Reused while EM refits on the same X (with ``warm_start``).
-        """
-        cache = getattr(self, "_standardised", None)
-        if (
-            cache is not None
-            and cache[0] is X
-            and (cache[1] is weights or np.array_equal(cache[1], weights))
-        ):
-            return cache[2:]
-        mean = np.average(X, axis=0, weights=weights)
-        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
-        scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
-        if self.warm_start:
-            self._standardised = (X, weights, mean, scale)
-        return mean, scale
-
-    def _clear_cache(self):
-        # Only the reference to the training data goes: the curvature (a
-        # small matrix) stays, so that a warm-started refit continues exactly
-        # where the last one stopped.
-        self._standardised = None
-        self._evaluated = None
-
-    def __getstate__(self):
-        # The caches hold the training data and (n, K) arrays: never pickle
-        # (or deep-copy) them.
-        state = super().__getstate__()
-        state.pop("_standardised", None)
-        state.pop("_evaluated", None)
-        return state
-
-    def predict_log_proba(self, X):
-        """Log gate probabilities.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_experts)
-            Natural logarithm of `predict_proba`, computed stably.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        return self._predict_log_proba(X)
-
-    def _predict_log_proba(self, X):
-        # On the (K, n) layout (see _softmax_objective), without a
-        # standardised copy of X; returned as an (n, K) view. Inside EM, the
-        # gate's last step has just computed the scores on X.
-        evaluation = self._evaluation_at(
-            self._params.ravel(), X, self._mean, self._scale
-        )
-        if evaluation is not None:
-            scores, _, log_norm = evaluation
-            return (scores - log_norm).T
-        scores = _shifted_scoresT(self._params, X, self._mean, self._scale)
-        norm = np.exp(scores).sum(axis=0)
-        scores -= np.log(norm)
-        return scores.T
-
-    def predict_proba(self, X):
-        """Gate probabilities: how much each expert is trusted on each row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_experts)
-            The softmax of the linear scores; rows sum to 1.
-        """
-        return np.exp(self.predict_log_proba(X))
-
-    def predict(self, X):
-        """Index of the most trusted expert per row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-            The argmax of `predict_proba`; ties go to the lower index.
-        """
-        return np.argmax(self.predict_log_proba(X), axis=1)
-
-
-class ConstantGate(BaseEstimator):
+class ConstantGate(_BaseGate):
     """Mixing proportions: the same gate probabilities for every input.
 
     With this gate a mixture of experts is a finite mixture of regressions
@@ -886,70 +762,64 @@ class ConstantGate(BaseEstimator):
         self : ConstantGate
             The fitted gate.
         """
-        X = validate_data(self, X, reset=True, dtype=np.float64)
-        targets = _as_soft_targets(y, X.shape[0])
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        return self._fit(X, targets, weights, warn=True)
+        return self._fit_standalone(X, y, sample_weight, self._em_start)
 
-    def _fit(self, X, targets, weights, warn):
-        self.proportions_ = weights @ targets / weights.sum()
-        self.penalty_ = 0.0
-        self.classes_ = np.arange(targets.shape[1])
-        return self
-
-    def predict_log_proba(self, X):
-        """Log mixing proportions, the same for every row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs; only their number of rows is used.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_experts)
-            ``log(proportions_)`` repeated on every row.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        return self._predict_log_proba(X)
+    def _em_start(
+        self,
+        X,
+        sample_weight,
+        n_experts,
+        *,
+        random_state=None,
+        fit_params=None,
+        init=None,
+    ):
+        return _ConstantFit(self, X, sample_weight, n_experts)
 
     def _predict_log_proba(self, X):
-        log_prop = _log_proba_from_proba(self.proportions_)
-        return np.broadcast_to(log_prop, (X.shape[0], log_prop.shape[0])).copy()
+        return _constant_log_proba(self.proportions_, X.shape[0])
 
-    def predict_proba(self, X):
-        """Mixing proportions, the same for every row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs; only their number of rows is used.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_experts)
-            `proportions_` repeated on every row.
-        """
-        return np.exp(self.predict_log_proba(X))
-
-    def predict(self, X):
-        """Index of the largest mixing proportion, for every row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs; only their number of rows is used.
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-            The same expert index on every row.
-        """
-        return np.argmax(self.predict_log_proba(X), axis=1)
+    def _n_parameters(self):
+        return self.classes_.shape[0] - 1
 
 
-class ClassifierGate(BaseEstimator):
+def _constant_log_proba(proportions, n_samples):
+    log_prop = _log_proba_from_proba(proportions)
+    return np.broadcast_to(log_prop, (n_samples, log_prop.shape[0])).copy()
+
+
+class _ConstantFit:
+    """A :class:`ConstantGate` being fitted: its mixing proportions.
+
+    The M-step is exact: each proportion is the expert's weighted mean
+    target.
+    """
+
+    penalty = 0.0
+
+    def __init__(self, gate, X, weights, n_experts):
+        self.gate = gate
+        self.weights = weights
+        self.n_samples, self.n_features = X.shape
+        self.n_experts = n_experts
+        self.proportions = None
+
+    def improve(self, targets, exact):
+        self.proportions = expert_shares(targets, self.weights)
+
+    def log_proba(self):
+        return _constant_log_proba(self.proportions, self.n_samples)
+
+    def fitted(self):
+        gate = clone(self.gate)
+        gate.proportions_ = self.proportions
+        gate.penalty_ = 0.0
+        gate.classes_ = np.arange(self.n_experts)
+        gate.n_features_in_ = self.n_features
+        return gate
+
+
+class ClassifierGate(_BaseGate):
     """Any probabilistic classifier as a gate, fitted on soft targets.
 
     Most classifiers only take hard labels. Soft targets ``T`` are turned
@@ -999,6 +869,7 @@ class ClassifierGate(BaseEstimator):
     def __init__(self, estimator):
         self.estimator = estimator
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_weight=None, **fit_params):
         """Fit the classifier to expert labels or soft targets.
 
@@ -1019,96 +890,110 @@ class ClassifierGate(BaseEstimator):
         self : ClassifierGate
             The fitted gate.
         """
-        self._validate_params()
         check_gate_classifier(self.estimator, "estimator")
-        X = validate_data(self, X, reset=True, dtype=np.float64)
-        targets = _as_soft_targets(y, X.shape[0])
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        self.estimator_ = clone(self.estimator)
-        return self._fit(X, targets, weights, warn=True, **fit_params)
+        return self._fit_standalone(
+            X,
+            y,
+            sample_weight,
+            lambda X, weights, n_experts: _ClassifierFit(
+                self, X, weights, n_experts, clone(self.estimator), fit_params
+            ),
+        )
 
-    def _fit(self, X, targets, weights, warn, **fit_params):
-        n_samples, n_experts = targets.shape
-        stacked_weight = targets * weights[:, np.newaxis]
-        keep = stacked_weight > _NEGLIGIBLE_TARGET * stacked_weight.max()
-        rows, labels = np.nonzero(keep)
-        params = {
-            key: take_rows(value, rows, n_samples) for key, value in fit_params.items()
-        }
-        # Within EM the same clone is refitted at each step (fit() makes a
-        # fresh one), so classifiers with warm_start can use it.
-        if getattr(self, "estimator_", None) is None:
-            self.estimator_ = clone(self.estimator)
-        estimator = self.estimator_
-        if np.unique(labels).shape[0] < 2:
-            # One expert holds all the weight: most classifiers refuse a
-            # single class, and the answer (probability 1) needs no model.
-            estimator = DummyClassifier(strategy="prior")
-            self._constant = estimator.fit(X[rows], labels)
+    def _em_start(
+        self,
+        X,
+        sample_weight,
+        n_experts,
+        *,
+        random_state=None,
+        fit_params=None,
+        init=None,
+    ):
+        # Within EM the same clone is refitted at each step, so classifiers
+        # with warm_start can use it; a warm start continues the last one.
+        if isinstance(init, ClassifierGate) and hasattr(init, "estimator_"):
+            estimator = copy.deepcopy(init.estimator_)
         else:
-            self._constant = None
-            estimator.fit(
-                X[rows], labels, sample_weight=stacked_weight[rows, labels], **params
-            )
-        self.penalty_ = 0.0
-        self.classes_ = np.arange(n_experts)
-        return self
-
-    def predict_log_proba(self, X):
-        """Log gate probabilities.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_experts)
-            Natural logarithm of `predict_proba`; an expert the classifier
-            never predicts gets the log of the smallest positive float.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        return self._predict_log_proba(X)
+            estimator = clone(self.estimator)
+            if random_state is not None:
+                # A randomised gate (a tree with max_features, a forest) must
+                # be seeded for the fit to be reproducible.
+                set_random_states(estimator, random_state.randint(MAX_SEED))
+        return _ClassifierFit(
+            self, X, sample_weight, n_experts, estimator, fit_params or {}
+        )
 
     def _predict_log_proba(self, X):
         fitted = self._constant if self._constant is not None else self.estimator_
-        proba = fitted.predict_proba(X)
-        full = np.zeros((X.shape[0], self.classes_.shape[0]))
-        full[:, fitted.classes_.astype(int)] = proba
-        return _log_proba_from_proba(full)
+        return _classifier_log_proba(fitted, X, self.classes_.shape[0])
 
-    def predict_proba(self, X):
-        """Gate probabilities: how much each expert is trusted on each row.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
+def _classifier_log_proba(classifier, X, n_experts):
+    """A fitted classifier's log probabilities, one column per expert."""
+    proba = classifier.predict_proba(X)
+    full = np.zeros((X.shape[0], n_experts))
+    full[:, classifier.classes_.astype(int)] = proba
+    return _log_proba_from_proba(full)
 
-        Returns
-        -------
-        ndarray of shape (n_samples, n_experts)
-            The classifier's class probabilities, one column per expert;
-            rows sum to 1.
-        """
-        return np.exp(self.predict_log_proba(X))
 
-    def predict(self, X):
-        """Index of the most trusted expert per row.
+class _ClassifierFit:
+    """A :class:`ClassifierGate` being fitted: its classifier, refitted in
+    place at every M-step (so that a classifier with ``warm_start`` can use
+    its last fit).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
+    Soft targets are stacked copies of the rows, one per expert, labelled by
+    the expert and weighted by the row weight times the target; the
+    classifier's weighted log-loss on them is the cross-entropy against the
+    targets, so every M-step is a full (exact) fit.
+    """
 
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-            The argmax of `predict_proba`; ties go to the lower index.
-        """
-        return np.argmax(self.predict_log_proba(X), axis=1)
+    penalty = 0.0
+
+    def __init__(self, gate, X, weights, n_experts, estimator, fit_params):
+        self.gate = gate
+        self.X = X
+        self.weights = weights
+        self.n_experts = n_experts
+        self.estimator = estimator
+        self.fit_params = fit_params
+        self.constant = None  # a DummyClassifier, when one expert has all
+
+    def improve(self, targets, exact):
+        X = self.X
+        n_samples = X.shape[0]
+        stacked_weight = targets * self.weights[:, np.newaxis]
+        keep = stacked_weight > _NEGLIGIBLE_TARGET * stacked_weight.max()
+        rows, labels = np.nonzero(keep)
+        params = {
+            key: take_rows(value, rows, n_samples)
+            for key, value in self.fit_params.items()
+        }
+        if np.unique(labels).shape[0] < 2:
+            # One expert holds all the weight: most classifiers refuse a
+            # single class, and the answer (probability 1) needs no model.
+            self.constant = DummyClassifier(strategy="prior").fit(X[rows], labels)
+        else:
+            self.constant = None
+            self.estimator.fit(
+                X[rows], labels, sample_weight=stacked_weight[rows, labels], **params
+            )
+
+    def log_proba(self):
+        fitted = self.constant if self.constant is not None else self.estimator
+        return _classifier_log_proba(fitted, self.X, self.n_experts)
+
+    def checkpoint(self):
+        return self.fitted()
+
+    def fitted(self):
+        gate = clone(self.gate)
+        gate.estimator_ = copy.deepcopy(self.estimator)
+        gate._constant = self.constant
+        gate.penalty_ = 0.0
+        gate.classes_ = np.arange(self.n_experts)
+        gate.n_features_in_ = self.X.shape[1]
+        return gate
 
 
 def check_gate_classifier(estimator, name):
@@ -1128,7 +1013,12 @@ def check_gate_classifier(estimator, name):
 
 
 def make_gate(gate):
-    """A fresh, unfitted gate object for the mixture's ``gate`` parameter."""
+    """A fresh, unfitted gate for the mixture's ``gate`` parameter.
+
+    A string names a gate of this module; an object with ``_em_start``
+    follows the gate protocol (see the module's docstring) and is cloned;
+    any other object is a classifier, wrapped in a :class:`ClassifierGate`.
+    """
     if isinstance(gate, str):
         if gate == "softmax":
             return SoftmaxGate()
@@ -1139,7 +1029,20 @@ def make_gate(gate):
             "SoftmaxGate/ConstantGate instance or a classifier with "
             "predict_proba."
         )
-    if isinstance(gate, (SoftmaxGate, ConstantGate, ClassifierGate)):
+    if hasattr(gate, "_em_start"):
         return clone(gate)
     check_gate_classifier(gate, "gate")
     return ClassifierGate(clone(gate))
+
+
+def routed_classifier(gate):
+    """The classifier of a ``gate`` parameter that metadata is routed to.
+
+    None for the gates of the protocol other than a ClassifierGate: they
+    take no metadata.
+    """
+    if isinstance(gate, ClassifierGate):
+        return gate.estimator
+    if isinstance(gate, str) or hasattr(gate, "_em_start"):
+        return None
+    return gate

@@ -18,6 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import has_fit_parameter
 
+from mixexp._utils import single_threaded_blas
+
 __all__ = ["check_partition", "initial_responsibilities", "resolve_feature_groups"]
 
 PARTITIONS = ("kmeans", "gmm", "random")
@@ -171,7 +173,10 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
     fit_kwargs = {}
     if has_fit_parameter(clusterer, "sample_weight"):
         fit_kwargs["sample_weight"] = sample_weight
-    with warnings.catch_warnings():
+    # At one BLAS thread, as scikit-learn's k-means runs anyway: its own
+    # thread limit, taken and restored inside mixexp's, cannot then race with
+    # mixexp's kernels when fits run side by side in threads.
+    with warnings.catch_warnings(), single_threaded_blas:
         if sized:
             # Fewer distinct points than clusters: the empty clusters become
             # experts without rows, which EM re-seeds (and says so).

@@ -18,6 +18,8 @@ import numbers
 import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
+from mixexp._em import harden
+
 __all__ = [
     "capacity_assign",
     "expert_capacity",
@@ -191,6 +193,61 @@ def capacity_assign(priority, capacity, overflow="next"):
         assignment[waiting[accepted]] = choice[accepted]
         room -= np.bincount(choice[accepted], minlength=n_experts)
     return assignment
+
+
+def _training_weights(posterior, hard, capacity_factor, overflow):
+    """Gate targets and M-step weights of a training batch (an EM step).
+
+    Soft EM uses the posterior responsibilities themselves; hard EM each
+    row's most responsible expert. A capacity then limits the rows each
+    expert is fitted on: under hard EM by Switch rules (rows beyond an
+    expert's capacity go to their next choice, or are dropped, see
+    :func:`capacity_assign`), under soft EM by keeping each expert's most
+    responsible rows.
+
+    Parameters
+    ----------
+    posterior : ndarray of shape (n_rows, n_experts)
+        Responsibilities; rows sum to 1.
+    hard : bool
+        Whether each row goes to one expert (hard EM).
+    capacity_factor : float or None
+        See :func:`expert_capacity`; None means no limit.
+    overflow : {"next", "drop"}
+        Where a row turned away by a full expert goes, under hard EM.
+
+    Returns
+    -------
+    targets : ndarray of shape (n_rows, n_experts)
+        What the gate is fitted to.
+    mstep : ndarray of shape (n_rows, n_experts)
+        Each expert's row weights (zero for rows it does not take).
+    """
+    if not hard:
+        targets = posterior
+        if capacity_factor is None:
+            return targets, targets
+        n_rows, n_experts = posterior.shape
+        capacity = expert_capacity(n_rows, n_experts, capacity_factor)
+        mstep = np.zeros_like(posterior)
+        if capacity >= n_rows:
+            return targets, posterior
+        top = np.argpartition(-posterior, capacity - 1, axis=0)[:capacity]
+        columns = np.arange(n_experts)[np.newaxis, :]
+        mstep[top, columns] = posterior[top, columns]
+        return targets, mstep
+    one_hot = harden(posterior)
+    if capacity_factor is None:
+        return one_hot, one_hot
+    n_rows, n_experts = posterior.shape
+    capacity = expert_capacity(n_rows, n_experts, capacity_factor)
+    assignment = capacity_assign(posterior, capacity, overflow)
+    kept = np.flatnonzero(assignment >= 0)
+    mstep = np.zeros_like(posterior)
+    mstep[kept, assignment[kept]] = 1.0
+    targets = one_hot.copy()
+    targets[kept] = mstep[kept]
+    return targets, mstep
 
 
 @validate_params(

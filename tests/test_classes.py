@@ -1,14 +1,18 @@
 """Behaviour of MixtureOfExpertsRegressor and MixtureOfExpertsClassifier."""
 
+import copy
 import pickle
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from joblib import parallel_backend
+from scipy.special import logsumexp
 from sklearn import config_context
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.exceptions import ConvergenceWarning
@@ -19,10 +23,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from mixexp import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from mixexp.datasets import make_regimes, make_xor
-from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate
+from mixexp.gating import ClassifierGate, ConstantGate, SoftmaxGate, make_gate
 
 DATA = Path(__file__).parent / "data"
 
@@ -360,7 +365,7 @@ def test_parallel_restarts_fit_their_experts_in_sequence(regimes, monkeypatch):
     """n_jobs goes to the restarts first: nested parallel expert fits on
     busy workers only add joblib's cost (measured twice as slow on 2 cores,
     benchmarks/parallel.py). Workers left over go to the experts."""
-    from mixexp import _base
+    from mixexp import _base, _mstep
 
     X, _, y, _ = regimes
     asked, run_calls = [], _base.run_calls
@@ -369,7 +374,9 @@ def test_parallel_restarts_fit_their_experts_in_sequence(regimes, monkeypatch):
         asked.append(n_jobs)
         return run_calls(calls, n_jobs)
 
+    # The restarts are run by the base, the expert fits by the M-step.
     monkeypatch.setattr(_base, "run_calls", recording)
+    monkeypatch.setattr(_mstep, "run_calls", recording)
     for n_init, n_jobs, inner in [(2, 2, 1), (2, 3, 3), (1, 2, 2)]:
         asked.clear()
         model = MixtureOfExpertsRegressor(n_init=n_init, n_jobs=n_jobs, random_state=0)
@@ -772,3 +779,154 @@ def test_non_monotone_em_keeps_its_best_iteration():
     assert moe.converged_
     assert moe.lower_bound_ == max(moe.lower_bounds_)
     assert len(moe.lower_bounds_) == moe.n_iter_
+
+
+# ---------------------------------------------------------------------------
+# No process-wide side effects: BLAS thread limits
+
+
+def _thread_counts():
+    return [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
+
+
+def test_grid_search_in_threads_leaves_the_thread_limits_as_they_were(regimes):
+    """mixexp limits BLAS to one thread only around its own kernels: a grid
+    search whose fits run side by side in threads leaves every thread pool
+    of the process as it found it."""
+    X, _, y, _ = regimes
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _thread_counts()
+        if not any(count == 2 for _, count in before):
+            pytest.skip("no BLAS library whose threads can be set")
+        for _ in range(2):
+            with parallel_backend("threading", n_jobs=2):
+                GridSearchCV(
+                    MixtureOfExpertsRegressor(random_state=0),
+                    {"n_experts": [2, 3]},
+                    cv=3,
+                ).fit(X[:300], y[:300])
+            assert _thread_counts() == before
+
+
+def test_user_experts_run_with_the_users_thread_limits(regimes):
+    """Only mixexp's kernels run at one BLAS thread: a user's expert and a
+    classifier gate see the thread count the user set."""
+    X, _, y, _ = regimes
+    seen = []
+
+    class Recording(LinearRegression):
+        def fit(self, X, y, sample_weight=None):
+            seen.append(
+                {
+                    pool["num_threads"]
+                    for pool in threadpool_info()
+                    if pool["user_api"] == "blas"
+                }
+            )
+            return super().fit(X, y, sample_weight=sample_weight)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if not any(count == 2 for _, count in _thread_counts()):
+            pytest.skip("no BLAS library whose threads can be set")
+        MixtureOfExpertsRegressor(Recording(), random_state=0).fit(X, y)
+    assert seen and all(counts == {2} for counts in seen)
+
+
+@pytest.mark.parametrize(
+    "expert", [LinearRegression(), DecisionTreeRegressor(max_depth=3)]
+)
+def test_fits_side_by_side_in_threads_equal_sequential_ones(regimes, expert):
+    X, X_test, y, _ = regimes
+    models = [
+        MixtureOfExpertsRegressor(expert, n_experts=k, random_state=seed)
+        for k, seed in [(2, 0), (3, 1), (3, 2), (4, 3)]
+    ]
+    alone = [clone(model).fit(X, y) for model in models]
+    with threadpool_limits(limits=2, user_api="blas"), ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda model: clone(model).fit(X, y), models))
+    for a, b in zip(alone, together, strict=True):
+        assert a.lower_bounds_ == b.lower_bounds_
+        np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))
+
+
+# ---------------------------------------------------------------------------
+# The gate protocol
+
+
+class _NearestCentroidGate(BaseEstimator):
+    """A gate written outside mixexp: trusts each expert by the distance to
+    its responsibility-weighted centroid."""
+
+    def __init__(self, width=1.0):
+        self.width = width
+
+    def fit(self, X, targets, sample_weight=None):
+        weights = np.ones(len(X)) if sample_weight is None else sample_weight
+        progress = self._em_start(X, weights, targets.shape[1])
+        progress.improve(targets, exact=True)
+        self.centroids_ = progress.fitted().centroids_
+        return self
+
+    def predict_proba(self, X):
+        return np.exp(self._predict_log_proba(X))
+
+    def _predict_log_proba(self, X):
+        scores = -((X[:, None, :] - self.centroids_) ** 2).sum(axis=2) / self.width
+        return scores - logsumexp(scores, axis=1, keepdims=True)
+
+    def _em_start(self, X, sample_weight, n_experts, **unused):
+        return _CentroidFit(clone(self), X, sample_weight)
+
+
+class _CentroidFit:
+    penalty = 0.0
+
+    def __init__(self, gate, X, weights):
+        self.gate, self.X, self.weights = gate, X, weights
+
+    def improve(self, targets, exact):
+        mass = targets * self.weights[:, None]
+        self.gate.centroids_ = mass.T @ self.X / mass.sum(axis=0)[:, None]
+
+    def log_proba(self):
+        return self.gate._predict_log_proba(self.X)
+
+    def fitted(self):
+        return copy.deepcopy(self.gate)
+
+
+def test_a_gate_written_outside_mixexp_follows_the_protocol(blobs):
+    X, labels = blobs
+    y = np.where(labels == 1, 3 * X[:, 0], -2 * X[:, 1]) + 10 * labels
+    moe = MixtureOfExpertsRegressor(
+        n_experts=3, gate=_NearestCentroidGate(width=4.0), random_state=0
+    ).fit(X, y)
+    assert isinstance(moe.gate_, _NearestCentroidGate)
+    assert moe.gate_.get_params() == {"width": 4.0}
+    assert moe.score(X, y) > 0.99
+    # Each expert is trusted where its blob is.
+    assert sorted(np.unique(moe.predict_expert(X[labels == 1])).tolist()) == [
+        moe.predict_expert(X[labels == 1])[0]
+    ]
+    np.testing.assert_allclose(moe.predict_gate(X).sum(axis=1), 1.0)
+    assert np.isfinite(moe.log_likelihood(X, y)).all()
+    with pytest.raises(ValueError, match="parameter count"):
+        moe.bic(X, y)  # the gate does not count its parameters
+
+
+@pytest.mark.parametrize(
+    "gate", ["softmax", SoftmaxGate(alpha=0.5), "constant", DecisionTreeClassifier()]
+)
+@pytest.mark.parametrize("training", ["em", "hard"])
+def test_the_fitted_gate_reports_only_what_the_user_set(regimes, gate, training):
+    X, _, y, _ = regimes
+    moe = MixtureOfExpertsRegressor(gate=gate, training=training, random_state=0)
+    moe.fit(X, y)
+    expected = make_gate(gate).get_params()
+    assert {k: repr(v) for k, v in moe.gate_.get_params().items()} == {
+        k: repr(v) for k, v in expected.items()
+    }
+    if isinstance(moe.gate_, ClassifierGate):
+        # The random_state the fit drew went to the fitted copy only.
+        assert moe.gate_.estimator.random_state is None
+        assert moe.gate_.estimator_.random_state is not None

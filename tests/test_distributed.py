@@ -146,8 +146,8 @@ def test_same_model_on_the_cluster(
     # its experts in its worker), ran as tasks on its workers.
     workers = set(client.scheduler_info()["workers"])
     ran = [(str(task["key"]), task["worker"]) for task in tasks.data]
-    kind = "_single_run" if remote.n_init > 1 else "_fit_expert"
-    on = [worker for key, worker in ran if kind in key]
+    kinds = ("_single_run",) if remote.n_init > 1 else ("_fit_expert", "_fit_linear")
+    on = [worker for key, worker in ran if any(kind in key for kind in kinds)]
     assert on
     assert set(on) <= workers
 

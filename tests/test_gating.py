@@ -5,8 +5,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.optimize import approx_fprime, check_grad
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -14,15 +13,20 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
+from mixexp import _softmax, gating
+from mixexp._softmax import softmax_objective
 from mixexp.gating import (
     ClassifierGate,
     ConstantGate,
     SoftmaxGate,
-    _newton_minimise,
-    _softmax_objective,
     check_gate_classifier,
     make_gate,
 )
+
+
+def _standardise(X):
+    return (X - X.mean(axis=0)) / X.std(axis=0)
+
 
 TIGHT = {"tol": 1e-10, "max_iter": 1000}
 
@@ -46,81 +50,6 @@ def labelled_data():
     labels = rng.randint(3, size=120)
     X[:, 0] += labels
     return X, labels
-
-
-def _standardise(X):
-    return (X - X.mean(axis=0)) / X.std(axis=0)
-
-
-def _objective_reference(params, Xs, targets, weights, alpha):
-    """Loss of _softmax_objective written from its definition."""
-    n_features, n_experts = Xs.shape[1], targets.shape[1]
-    coef = params.reshape(n_features + 1, n_experts)
-    log_p = log_softmax(Xs @ coef[1:] + coef[0], axis=1)
-    cross_entropy = -np.sum(weights[:, None] * targets * log_p)
-    return (cross_entropy + 0.5 * alpha * np.sum(coef[1:] ** 2)) / weights.sum()
-
-
-def _objective(params, Xs, targets, weights, alpha):
-    """_softmax_objective called from the natural (n, K) layout."""
-    total = weights.sum()
-    n_features = Xs.shape[1]
-    return _softmax_objective(
-        params,
-        Xs,
-        np.zeros(n_features),
-        np.ones(n_features),
-        np.ascontiguousarray(targets.T),
-        weights / total,
-        alpha / total,
-    )
-
-
-# ---------------------------------------------------------------------------
-# _softmax_objective
-
-
-@pytest.mark.parametrize("alpha", [0.0, 0.7, 25.0])
-def test_softmax_objective_loss_and_gradient(alpha):
-    rng = np.random.RandomState(2)
-    n, d, k = 30, 3, 4
-    Xs = rng.normal(size=(n, d))
-    targets = rng.dirichlet(np.ones(k), size=n)
-    weights = rng.uniform(0.2, 3.0, size=n)
-    params = rng.normal(size=(d + 1) * k)
-    args = (Xs, targets, weights, alpha)
-
-    loss, grad = _objective(params, *args)
-
-    assert grad.shape == params.shape
-    assert loss == pytest.approx(_objective_reference(params, *args), rel=1e-12)
-
-    def func(p):
-        return _objective(p, *args)[0]
-
-    def jac(p):
-        return _objective(p, *args)[1]
-
-    assert check_grad(func, jac, params, epsilon=1e-7) < 1e-5
-    numeric = approx_fprime(params, lambda p: _objective_reference(p, *args), 1e-7)
-    np.testing.assert_allclose(grad, numeric, atol=1e-5)
-
-
-def test_softmax_objective_penalty_spares_intercept():
-    rng = np.random.RandomState(3)
-    Xs = rng.normal(size=(10, 2))
-    targets = rng.dirichlet(np.ones(2), size=10)
-    weights = np.ones(10)
-    params = np.zeros((3, 2))
-    params[0] = [5.0, -5.0]  # intercept only
-    loss0, grad0 = _objective(params.ravel(), Xs, targets, weights, 0.0)
-    loss1, grad1 = _objective(params.ravel(), Xs, targets, weights, 10.0)
-    assert loss1 == pytest.approx(loss0, rel=1e-14)
-    np.testing.assert_allclose(grad1, grad0, rtol=1e-14)
-    params[1:] = 1.0
-    loss2, _ = _objective(params.ravel(), Xs, targets, weights, 10.0)
-    loss3, _ = _objective(params.ravel(), Xs, targets, weights, 0.0)
-    assert loss2 - loss3 == pytest.approx(0.5 * 10.0 * 4 / 10, rel=1e-10)
 
 
 # ---------------------------------------------------------------------------
@@ -225,24 +154,75 @@ def test_softmax_gate_predicts_on_new_values_of_the_training_array(softmax_data)
     np.testing.assert_allclose(gate.predict_proba(X), expected, rtol=1e-12)
 
 
-def test_softmax_gate_em_steps_reuse_the_last_evaluation(softmax_data):
+def test_softmax_fit_in_progress_reuses_the_last_evaluation(softmax_data):
     """Inside EM, log-probabilities on the training X come from the last step
-    and equal a fresh computation; the next step starts from them."""
+    and equal a fresh computation; the next step starts from them. The
+    fitted gate holds none of the fit's state."""
     X, targets, _, _ = softmax_data
     weights = np.ones(X.shape[0])
-    gate = SoftmaxGate(warm_start=True)
-    reference = SoftmaxGate(warm_start=True)
+    progress = SoftmaxGate()._em_start(X, weights, 3)
+    reference = SoftmaxGate()._em_start(X.copy(), weights, 3)
     for step in range(3):
         shifted = np.roll(targets, step, axis=1) * 0.5 + targets * 0.5
-        gate._fit(X, shifted, weights, warn=False, max_steps=1)
-        reference._fit(X.copy(), shifted, weights, warn=False, max_steps=1)
-        cached = gate._predict_log_proba(X)
-        assert gate._evaluation_at(gate._params.ravel(), X, gate._mean, gate._scale)
-        np.testing.assert_allclose(cached, gate._predict_log_proba(X.copy()))
-        np.testing.assert_allclose(gate.coef_, reference.coef_, rtol=1e-12)
-    gate._clear_cache()
-    assert gate._evaluated is None
-    assert "_evaluated" not in pickle.loads(pickle.dumps(gate)).__dict__
+        progress.improve(shifted, exact=False)
+        reference.improve(shifted, exact=False)
+        assert progress._evaluation_at(progress.params.ravel()) is not None
+        fitted = progress.fitted()
+        np.testing.assert_allclose(
+            progress.log_proba(), fitted._predict_log_proba(X.copy())
+        )
+        np.testing.assert_allclose(fitted.coef_, reference.fitted().coef_, rtol=1e-12)
+    state = set(vars(fitted)) - set(fitted.get_params())
+    assert state == {
+        "_params",
+        "_mean",
+        "_scale",
+        "coef_",
+        "intercept_",
+        "penalty_",
+        "alpha_",
+        "gamma_",
+        "n_iter_",
+        "classes_",
+        "n_features_in_",
+    }
+    assert fitted.get_params() == SoftmaxGate().get_params()
+    assert "_evaluated" not in pickle.loads(pickle.dumps(fitted)).__dict__
+
+
+def test_softmax_checkpoint_continues_where_the_fit_stopped(softmax_data):
+    """Three capped steps equal two, a checkpoint, and one more step."""
+    X, targets, _, _ = softmax_data
+    weights = np.ones(X.shape[0])
+    straight = SoftmaxGate()._em_start(X, weights, 3)
+    paused = SoftmaxGate()._em_start(X, weights, 3)
+    for step in range(2):
+        shifted = np.roll(targets, step, axis=1) * 0.5 + targets * 0.5
+        straight.improve(shifted, exact=False)
+        paused.improve(shifted, exact=False)
+    resumed = SoftmaxGate()._em_start(X, weights, 3, init=paused.checkpoint())
+    shifted = np.roll(targets, 2, axis=1) * 0.5 + targets * 0.5
+    straight.improve(shifted, exact=False)
+    resumed.improve(shifted, exact=False)
+    np.testing.assert_array_equal(resumed.params, straight.params)
+    assert resumed.penalty == straight.penalty
+
+
+def test_softmax_fit_from_a_gate_on_other_data_starts_from_its_function(
+    softmax_data,
+):
+    """A warm start on data with another standardisation starts from the
+    same gate function, re-expressed on the new scale."""
+    X, targets, _, _ = softmax_data
+    weights = np.ones(X.shape[0])
+    gate = SoftmaxGate(alpha=0.0).fit(X, targets)
+    X_new = X[:100] * [2.0, 1.0, 0.5] + [1.0, 0.0, -3.0]
+    progress = SoftmaxGate(alpha=0.0)._em_start(X_new, weights[:100], 3, init=gate)
+    np.testing.assert_allclose(
+        _softmax.softmax_scoresT(progress.params, X_new, progress.mean, progress.scale),
+        _softmax.softmax_scoresT(gate._params, X_new, gate._mean, gate._scale),
+        atol=1e-10,
+    )
 
 
 def test_softmax_gate_warm_start_ignores_mismatched_shape(softmax_data):
@@ -638,48 +618,13 @@ def test_check_gate_classifier_names_parameter(estimator, match):
 # The Newton solver's Hessian
 
 
-@pytest.mark.parametrize("n_samples", [40, 1000])
-@pytest.mark.parametrize("alpha", [0.0, 0.3])
-def test_softmax_hessian_is_the_derivative_of_the_gradient(
-    alpha, n_samples, monkeypatch
-):
-    from mixexp import gating
-    from mixexp.gating import _softmax_hessian, _softmax_probaT
-
-    # 1000 rows are summed in blocks of 256 rows, the last one partial.
-    monkeypatch.setattr(gating, "_HESSIAN_BLOCK_SIZE", 256 * 16)
-    rng = np.random.RandomState(0)
-    n_features, n_experts = 3, 4
-    X = rng.normal(size=(n_samples, n_features)) * [1.0, 5.0, 0.1] + 2.0
-    mean, scale = X.mean(axis=0), X.std(axis=0)
-    targetsT = rng.dirichlet(np.ones(n_experts), size=n_samples).T.copy()
-    scaled = rng.uniform(0.5, 1.5, n_samples)
-    scaled /= scaled.sum()
-    params = 0.5 * rng.normal(size=(n_features + 1) * n_experts)
-    args = (X, mean, scale, targetsT, scaled, alpha)
-    probaT = _softmax_probaT(params, X, mean, scale, n_experts)
-    hessian = _softmax_hessian(X, mean, scale, probaT, scaled, alpha)
-    step = 1e-6
-    numeric = np.empty_like(hessian)
-    for j in range(params.size):
-        shift = np.zeros_like(params)
-        shift[j] = step
-        numeric[:, j] = (
-            _softmax_objective(params + shift, *args)[1]
-            - _softmax_objective(params - shift, *args)[1]
-        ) / (2 * step)
-    np.testing.assert_allclose(hessian, numeric, atol=1e-8)
-    np.testing.assert_array_equal(hessian, hessian.T)
-    assert np.linalg.eigvalsh(hessian).min() > -1e-12
-
-
 def test_newton_gate_reaches_the_minimum_in_few_steps():
     rng = np.random.RandomState(1)
     X = rng.normal(size=(500, 3))
     targets = rng.dirichlet(np.ones(3), size=500)
     gate = SoftmaxGate(alpha=0.1, tol=1e-10).fit(X, targets)
     assert gate.n_iter_ <= 10  # quadratic convergence
-    _, grad = _softmax_objective(
+    _, grad = softmax_objective(
         gate._params.ravel(),
         X,
         gate._mean,
@@ -691,62 +636,40 @@ def test_newton_gate_reaches_the_minimum_in_few_steps():
     assert np.max(np.abs(grad)) < 1e-10
 
 
-def test_a_poor_step_with_an_old_hessian_does_not_count():
-    """Capped at one step (as inside EM), a step taken with an old, wrong
-    curvature that does poorly is followed by one with the Hessian
-    recomputed; a step with a good old curvature is the only one."""
-    hessian = np.diag([1.0, 100.0])
-
-    def objective(x):
-        return 0.5 * x @ hessian @ x, hessian @ x
-
-    start = np.array([1.0, 1.0])
-    wrong = (np.ones(2), np.eye(2))  # as if the Hessian were the identity
-    right = (np.array([1.0, 100.0]), np.eye(2))
-    params, n_iter, converged, curvature = _newton_minimise(
-        objective, start, lambda x: hessian, 1, 1e-12, wrong
-    )
-    assert n_iter == 2 and converged
-    np.testing.assert_allclose(params, 0.0, atol=1e-12)
-    np.testing.assert_allclose(curvature[0], [1.0, 100.0])
-    params, n_iter, _, curvature = _newton_minimise(
-        objective, start, lambda x: pytest.fail("recomputed"), 1, 1e-12, right
-    )
-    assert n_iter == 1 and curvature is right
-    np.testing.assert_allclose(params, 0.0, atol=1e-12)
-
-
 def test_a_new_penalty_reuses_the_last_hessian(monkeypatch):
     """Inside EM the penalty is re-estimated at every M-step: the kept
     Hessian of the cross-entropy is reused with the new penalty (only its
     diagonal term changes), and no pass over the rows is made."""
-    from mixexp import gating
-
     rng = np.random.RandomState(0)
     X = rng.normal(size=(300, 2))
     targets = rng.dirichlet(np.ones(3), size=300)
     weights = np.ones(300)
-    gate = SoftmaxGate(alpha=1.0, warm_start=True).fit(X, targets)
+    progress = SoftmaxGate(alpha=1.0)._em_start(X, weights, 3)
+    progress.improve(targets, exact=True)
     old_scale, new_scale = 1.0 / 300, 0.25 / 300
-    assert gate._remembered_curvature(old_scale, 3) is gate._curvature
+    assert progress._remembered_curvature(old_scale) is progress._curvature
 
     def matrix(curvature):
         values, vectors = curvature
         assert values.size == 3 * 3 - 1  # only the shared intercept shift is null
         return (vectors * values) @ vectors.T
 
-    change = matrix(gate._remembered_curvature(new_scale, 3)) - matrix(gate._curvature)
+    change = matrix(progress._remembered_curvature(new_scale)) - matrix(
+        progress._curvature
+    )
     on_coef = np.r_[np.zeros(3), np.ones(6)]  # (feature, expert) order
     np.testing.assert_allclose(
         change, np.diag((new_scale - old_scale) * on_coef), atol=1e-12
     )
     calls = []
     monkeypatch.setattr(
-        gating, "_softmax_hessian", lambda *args: calls.append(args) or 1 / 0
+        _softmax, "softmax_hessian", lambda *args: calls.append(args) or 1 / 0
     )
-    gate.alpha = gate.alpha_ = 0.25
-    gate._fit(X, targets, weights, warn=False, max_steps=1)
-    assert gate.n_iter_ == 1 and calls == []
+    relaxed = SoftmaxGate(alpha=0.25)._em_start(
+        X, weights, 3, init=progress.checkpoint()
+    )
+    relaxed.improve(targets, exact=False)
+    assert relaxed.n_iter == 1 and calls == []
 
 
 # ---------------------------------------------------------------------------
@@ -765,19 +688,19 @@ def test_evidence_gamma_counts_the_well_determined_coefficients():
     """gamma from the cached eigenpairs equals sum lambda / (lambda + alpha)
     over the eigenvalues of the data Hessian on the coefficients, with the
     intercepts profiled out (MacKay's definition)."""
-    from mixexp.gating import (
-        _evidence_alpha,
-        _pseudo_inverse_factors,
-        _softmax_hessian,
-        _softmax_probaT,
+    from mixexp._softmax import (
+        evidence_alpha,
+        pseudo_inverse_factors,
+        softmax_hessian,
+        softmax_probaT,
     )
 
     X, labels, weights = _labels_from_a_softmax(0)
     n_experts, alpha, total = 3, 2.5, weights.sum()
     gate = SoftmaxGate(alpha=alpha, **TIGHT).fit(X, labels, sample_weight=weights)
     params = gate._params
-    probaT = _softmax_probaT(params.ravel(), X, gate._mean, gate._scale, n_experts)
-    hessian = _softmax_hessian(X, gate._mean, gate._scale, probaT, weights / total, 0)
+    probaT = softmax_probaT(params.ravel(), X, gate._mean, gate._scale, n_experts)
+    hessian = softmax_hessian(X, gate._mean, gate._scale, probaT, weights / total, 0)
     data = hessian * total  # of the summed cross-entropy
     b, w = np.arange(n_experts), np.arange(n_experts, params.size)
     profiled = (
@@ -787,12 +710,12 @@ def test_evidence_gamma_counts_the_well_determined_coefficients():
     lam = np.clip(np.linalg.eigvalsh(profiled), 0.0, None)
     expected = np.sum(lam / (lam + alpha))
 
-    curvature = _pseudo_inverse_factors(
-        _softmax_hessian(
+    curvature = pseudo_inverse_factors(
+        softmax_hessian(
             X, gate._mean, gate._scale, probaT, weights / total, alpha / total
         )
     )
-    new_alpha, gamma = _evidence_alpha(params, curvature, alpha / total, n_experts)
+    new_alpha, gamma = evidence_alpha(params, curvature, alpha / total, n_experts)
     assert gamma == pytest.approx(expected, rel=1e-8)
     # The shift shared by every expert's coefficients is not determined.
     assert 0 < gamma < 4 * (n_experts - 1) + 1e-9
@@ -840,19 +763,17 @@ def test_auto_alpha_inside_em_only_decreases_after_the_first_step():
 
     X, y = make_regimes(n_samples=1500, n_regimes=3, random_state=0)
     seen = []
-    original = SoftmaxGate._fit
+    original = gating._SoftmaxFit.improve
 
     def recording(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
-        seen.append(self.alpha_)
+        seen.append(self.alpha)
         return result
 
     moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0)
-    try:
-        SoftmaxGate._fit = recording
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gating._SoftmaxFit, "improve", recording)
         moe.fit(X, y)
-    finally:
-        SoftmaxGate._fit = original
     steps = np.diff(seen[1:])
     assert len(seen) == moe.n_iter_ and np.all(steps <= 0)
     assert seen[-1] == moe.gate_.alpha_ < seen[1]  # sharp regimes: relaxed

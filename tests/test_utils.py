@@ -5,9 +5,9 @@ import threading
 import numpy as np
 import pytest
 from joblib import parallel_config
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from mixexp._utils import limit_blas_threads, run_calls, take_rows
+from mixexp._utils import run_calls, single_threaded_blas, take_rows
 
 
 def _whoami(value):
@@ -41,13 +41,59 @@ def _blas_threads():
     ]
 
 
-def test_limit_blas_threads_limits_and_restores():
-    before = _blas_threads()
-    if not before:
+@pytest.fixture
+def two_blas_threads():
+    """BLAS at two threads for the test (the suite runs it at one)."""
+    if not _blas_threads():
         pytest.skip("no BLAS library found by threadpoolctl")
-    with limit_blas_threads(1):
+    with threadpool_limits(limits=2, user_api="blas"):
+        yield _blas_threads()
+
+
+def test_single_threaded_blas_limits_and_restores(two_blas_threads):
+    with single_threaded_blas:
         assert set(_blas_threads()) == {1}
-    assert _blas_threads() == before
+        with single_threaded_blas:  # nested: still one thread
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}
+    assert _blas_threads() == two_blas_threads
+
+
+def test_single_threaded_blas_restores_after_an_error(two_blas_threads):
+    with pytest.raises(ZeroDivisionError), single_threaded_blas:
+        raise ZeroDivisionError
+    assert _blas_threads() == two_blas_threads
+
+
+def test_single_threaded_blas_overlapping_threads_restore_once(two_blas_threads):
+    """Kernels in two threads overlap: the first in sets the limit, the last
+    out lifts it, and what the first one found is what comes back (entered
+    and left in the order A in, B in, A out, B out)."""
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with single_threaded_blas:
+            a_in.set()
+            b_in.wait(5)
+        seen["after a"] = _blas_threads()
+        a_out.set()
+
+    def second():
+        a_in.wait(5)
+        with single_threaded_blas:
+            b_in.set()
+            a_out.wait(5)
+            seen["b alone"] = _blas_threads()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert set(seen["after a"]) == {1}  # b is still in its kernel
+    assert set(seen["b alone"]) == {1}
+    assert _blas_threads() == two_blas_threads
 
 
 def test_take_rows_indexes_per_row_values_only():

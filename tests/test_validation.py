@@ -310,7 +310,8 @@ CASES = [
         InvalidParameterError,
         r"'partition' parameter .*Got 'kmean'",
         "The 'partition' parameter of ... must be a str among {'gmm', 'kmeans', "
-        "'random'} or an object implementing 'fit'. Got 'kmean' instead.",
+        "'random'}, an object implementing 'fit_predict' or an object implementing "
+        "'fit' and 'predict_proba'. Got 'kmean' instead.",
         lambda k: k.fit(partition="kmean"),
     ),
     Case(
@@ -460,8 +461,8 @@ CASES = [
         "weights-negative",
         "a negative sample_weight",
         ValueError,
-        r"sample_weight must be non-negative",
-        "sample_weight must be non-negative.",
+        r"(?i)negative.*sample_weight",
+        "Negative values in data passed to `sample_weight`.",
         lambda k: k.fit(sample_weight=_with(np.ones(N_ROWS), 4, -1.0)),
     ),
     Case(
@@ -573,10 +574,11 @@ CASES = [
     Case(
         "partition-not-clusterer",
         "a partition without fit_predict or predict_proba",
-        TypeError,
-        r"partition.*PCA\(\)|PCA\(\).*partition",
-        "partition=PCA() is not a clusterer: it needs fit_predict (or fit and "
-        "predict_proba).",
+        InvalidParameterError,
+        r"'partition' parameter .*Got PCA\(\)",
+        "The 'partition' parameter of ... must be a str among {'gmm', 'kmeans', "
+        "'random'}, an object implementing 'fit_predict' or an object implementing "
+        "'fit' and 'predict_proba'. Got PCA() instead.",
         lambda k: k.fit(partition=PCA()),
     ),
     Case(

@@ -1,0 +1,235 @@
+"""One EM run: the loop of M- and E-steps, as plain functions of plain data.
+
+The estimator (``_base.py``) validates the data and the parameters into a
+``FitContext``; a run needs nothing else, so restarts can go to any joblib
+worker without the estimator. A run alternates
+
+- the experts' M-step (``_mstep.py``), the likelihood family's scales
+  (``_likelihood.py``) and the gate's M-step (the gate protocol,
+  ``gating.py``);
+- the E-step (``_em.py``), then the re-seeding of starved experts
+  (``_reseed.py``) and the gate targets and expert weights of the next
+  M-step, capacity included (``routing.py``);
+
+until it converges (``_convergence.py``) or reaches ``max_iter``.
+"""
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from mixexp import _em
+from mixexp._convergence import (
+    abandons_an_expert,
+    assignment_settled,
+    objective_converged,
+)
+from mixexp._mstep import fit_experts, keep_better_fits, out_of_fold_outputs
+from mixexp._reseed import reseed, starving_experts
+from mixexp._utils import MAX_SEED, single_threaded_blas
+from mixexp.partition import initial_responsibilities
+from mixexp.routing import _training_weights
+
+
+@dataclass
+class FitContext:
+    """Everything an EM run needs: the validated data and the settings.
+
+    Plain data and plain functions, never the estimator, so that restarts
+    and expert fits can run in any worker.
+    """
+
+    X: np.ndarray
+    y: np.ndarray  # (n, m) targets of the likelihood
+    y_fit: np.ndarray  # targets as the experts are fitted on them
+    X_parts: list  # each expert's columns
+    sample_weight: np.ndarray
+    likelihood: object  # the family, see _likelihood.py
+    templates: list  # unfitted experts
+    takes_weights: list
+    fit_one: object  # fit(estimator, X, y, sample_weight, params) -> fitted
+    outputs_of: object  # see _base._BaseMixtureOfExperts._outputs_function
+    routed: dict  # metadata for the experts and the gate
+    splits: list  # (train, test) folds of the out-of-fold E-step, or None
+    n_jobs: object  # for the experts of an M-step
+    keep_checkpoint: bool  # of the gate's fit, for a warm start to continue
+    partition: object
+    training: str
+    capacity_factor: object
+    overflow: str
+    min_expert_load: object
+    max_iter: int
+    tol: float
+    verbose: int
+
+    def expert_params(self, k):
+        params = self.routed["experts"]
+        return params[k] if len(params) > 1 else params[0]
+
+
+@dataclass
+class EMRun:
+    """One EM run's state; once it ends, its fitted model."""
+
+    experts: list = None
+    gate: object = None  # the gate's fit in progress; a fitted gate when done
+    checkpoint: object = None  # of the gate's fit (see gating's protocol)
+    scale: object = None  # the likelihood family's scales
+    mstep: np.ndarray = None
+    history: list = field(default_factory=list)
+    n_iter: int = 0
+    converged: bool = False
+    n_reseeds: np.ndarray = None
+    reseeded_at: int = -1
+
+    @property
+    def lower_bound(self):
+        return self.history[-1] if self.history else -np.inf
+
+
+def single_run(context, gate_template, init, seed):
+    """One EM run from a fresh initial partition (runs in a worker)."""
+    if context.verbose:
+        print(f"Initialization {init}")
+    rng = np.random.RandomState(seed)
+    n_experts = len(context.templates)
+    resp = initial_responsibilities(
+        context.X, context.partition, n_experts, context.sample_weight, rng
+    )
+    # Softened for every training mode: soft EM starts from it, and hard
+    # EM keeps its argmax while capacity routing needs its ranking.
+    resp = _em.soften(resp)
+    gate = gate_template._em_start(
+        context.X,
+        context.sample_weight,
+        n_experts,
+        random_state=rng,
+        fit_params=context.routed["gate"],
+    )
+    return run_em(context, EMRun(gate=gate), resp, rng)
+
+
+def run_em(context, run, resp, rng):
+    """Alternate M- and E-steps from the responsibilities `resp`."""
+    n_experts = len(context.templates)
+    seeds = rng.randint(MAX_SEED, size=n_experts)
+    w = context.sample_weight
+    hard = context.training == "hard"
+    one_expert_per_row = context.training != "em"  # hard EM, and "fixed"
+    run.n_reseeds = np.zeros(n_experts, dtype=int)
+    posterior = _reseed_starving(context, run, resp, None)
+    del resp
+    targets, mstep = _training_weights(
+        posterior, one_expert_per_row, context.capacity_factor, context.overflow
+    )
+    max_iter = 1 if context.training == "fixed" else context.max_iter
+    # Hard EM and out-of-fold E-steps are not monotone: they may cycle or
+    # dip, so the iteration with the highest objective is kept.
+    keep_best = hard or context.splits is not None
+    best = None
+    before_last_mstep = None
+    previous_outputs = None  # of run.experts, when some are inexact
+    start = time.perf_counter()
+    for n_iter in range(1, max_iter + 1):
+        experts = fit_experts(context, mstep, seeds, run.experts)
+        if context.splits is None:
+            outputs = context.outputs_of(experts, context.X_parts)
+            previous_outputs = keep_better_fits(
+                context, mstep, experts, outputs, run.experts, previous_outputs
+            )
+        else:
+            outputs = out_of_fold_outputs(context, mstep, seeds, experts)
+        with single_threaded_blas:
+            scale = context.likelihood.fit_scale(context.y, outputs, mstep, w)
+        with warnings.catch_warnings():
+            # A capped gate fit is a generalised EM step, not a failure.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            run.gate.improve(targets, exact=one_expert_per_row)
+        log_gate = run.gate.log_proba()
+        with single_threaded_blas:
+            log_lik = context.likelihood.log_likelihood(context.y, outputs, scale)
+            del outputs  # n x K x outputs: free before the E-step allocates
+            resp, log_prob = _em.posterior(log_gate, log_lik)
+            del log_lik, log_gate
+        objective = _em.mean_log_likelihood(log_prob, w) - run.gate.penalty / w.sum()
+
+        previous = run.history[-1] if run.history else None
+        run.history.append(objective)
+        run.experts, run.scale, run.n_iter, run.mstep = experts, scale, n_iter, mstep
+        if context.verbose >= 2:
+            change = np.nan if previous is None else objective - previous
+            lapse = time.perf_counter() - start
+            print(
+                f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t "
+                f"objective change {change:.5g}"
+            )
+        if context.training == "fixed":
+            run.converged = True
+            break
+        wasted = keep_best and abandons_an_expert(resp, mstep, w)
+        posterior = _reseed_starving(context, run, resp, log_prob)
+        next_targets, next_mstep = _training_weights(
+            posterior, one_expert_per_row, context.capacity_factor, context.overflow
+        )
+        if keep_best and not wasted and (best is None or objective > best.lower_bound):
+            best = EMRun(
+                experts=experts,
+                gate=run.gate.fitted(),
+                checkpoint=_checkpoint(run.gate, context),
+                scale=scale,
+                mstep=mstep,
+                history=list(run.history),
+                n_iter=n_iter,
+            )
+        run.converged = run.reseeded_at != n_iter and (
+            objective_converged(objective, previous, context.tol)
+            or (hard and assignment_settled(next_mstep, mstep, before_last_mstep))
+        )
+        if run.converged:
+            break
+        if hard:  # only hard EM looks for a 2-cycle
+            before_last_mstep = mstep
+        targets, mstep = next_targets, next_mstep
+    run.gate, run.checkpoint = run.gate.fitted(), _checkpoint(run.gate, context)
+    if best is not None and best.lower_bound > run.lower_bound:
+        run.experts, run.gate, run.scale = best.experts, best.gate, best.scale
+        run.checkpoint = best.checkpoint
+        run.mstep, run.n_iter, run.history = best.mstep, best.n_iter, best.history
+    if context.verbose:
+        state = "converged" if run.converged else "did not converge"
+        lapse = time.perf_counter() - start
+        print(
+            f"Initialization {state}. time lapse {lapse:.5f}s\t "
+            f"objective {run.lower_bound:.5f}"
+        )
+    return run
+
+
+def _checkpoint(progress, context):
+    """The gate's checkpoint, when a warm start may continue from it."""
+    if context.keep_checkpoint and hasattr(progress, "checkpoint"):
+        return progress.checkpoint()
+    return None
+
+
+def _reseed_starving(context, run, resp, log_prob):
+    """`resp` with the starved experts re-seeded (see ``_reseed.py``)."""
+    starving = starving_experts(
+        resp, context.sample_weight, run.n_reseeds, context.min_expert_load
+    )
+    if starving.size == 0:
+        return resp
+    run.reseeded_at = run.n_iter
+    resp, reseeded = reseed(
+        resp,
+        starving,
+        log_prob,
+        context.X,
+        context.sample_weight,
+        context.min_expert_load,
+    )
+    run.n_reseeds[reseeded] += 1
+    return resp
