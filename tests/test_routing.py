@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mixexp.routing import (
+    _training_weights,
     capacity_assign,
     expert_capacity,
     load_balance,
@@ -124,3 +125,42 @@ def test_load_balance_statistic():
     assert load_balance(collapsed) == pytest.approx(4.0)
     # Dropped rows (-1) count for no expert.
     assert load_balance(collapsed, np.full(8, -1)) == 0.0
+
+
+# ---------------------------------------------------------------------------
+# Capacity during training
+
+
+def test_soft_training_weights_without_capacity_are_the_posterior(gate):
+    targets, mstep = _training_weights(gate, False, None, "next")
+    assert targets is gate and mstep is gate
+
+
+@pytest.mark.parametrize("capacity_factor", [0.5, 1.0, 1.5])
+def test_soft_capacity_keeps_each_experts_most_responsible_rows(gate, capacity_factor):
+    targets, mstep = _training_weights(gate, False, capacity_factor, "next")
+    assert targets is gate  # the gate still learns from every row
+    capacity = expert_capacity(200, 4, capacity_factor)
+    for k in range(4):
+        kept = np.flatnonzero(mstep[:, k])
+        assert kept.size == capacity
+        np.testing.assert_array_equal(mstep[kept, k], gate[kept, k])
+        assert gate[kept, k].min() >= np.delete(gate[:, k], kept).max()
+
+
+def test_hard_training_weights_are_one_hot(gate):
+    targets, mstep = _training_weights(gate, True, None, "next")
+    np.testing.assert_array_equal(mstep, np.eye(4)[gate.argmax(axis=1)])
+    assert targets is mstep
+
+
+@pytest.mark.parametrize("overflow", ["next", "drop"])
+def test_hard_capacity_follows_capacity_assign(gate, overflow):
+    targets, mstep = _training_weights(gate, True, 1.0, overflow)
+    assignment = capacity_assign(gate, expert_capacity(200, 4, 1.0), overflow)
+    kept = assignment >= 0
+    np.testing.assert_array_equal(mstep[kept], np.eye(4)[assignment[kept]])
+    assert not mstep[~kept].any()
+    # A dropped row's gate target stays its first choice.
+    np.testing.assert_array_equal(targets[~kept], np.eye(4)[gate[~kept].argmax(axis=1)])
+    np.testing.assert_array_equal(targets[kept], mstep[kept])
