@@ -45,7 +45,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from mixexp import _em
 from mixexp._mstep import supports_sample_weight
 from mixexp._run import EMRun, FitContext, run_em, single_run
-from mixexp._utils import MAX_SEED, run_calls
+from mixexp._utils import MAX_SEED, run_calls, single_threaded_blas
 from mixexp._validation import (
     check_2d,
     check_expert_weights,
@@ -197,7 +197,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         """
         state = dict(vars(self))
         try:
-            return self._fit(X, y, sample_weight, fit_params)
+            with single_threaded_blas.kept():
+                return self._fit(X, y, sample_weight, fit_params)
         except BaseException:
             # Fit is atomic: a failed refit leaves the previous model intact.
             vars(self).clear()

@@ -258,7 +258,8 @@ def _predict_expert(experts, k, X):
         with single_threaded_blas:
             out = X @ (coef if coef.ndim == 1 else coef.T) + expert.intercept_
     else:
-        out = np.asarray(expert.predict(X), dtype=np.float64)
+        with single_threaded_blas.lifted():
+            out = np.asarray(expert.predict(X), dtype=np.float64)
     return _check_finite_output(out.reshape(X.shape[0], -1), experts, k)
 
 
@@ -267,7 +268,8 @@ def _class_outputs(experts, X_parts, used=None, *, n_classes):
 
     def proba(k):
         est = experts[k]
-        out = np.asarray(est.predict_proba(X_parts[k]), dtype=np.float64)
+        with single_threaded_blas.lifted():
+            out = np.asarray(est.predict_proba(X_parts[k]), dtype=np.float64)
         _check_finite_output(out, experts, k)
         return align_proba(out, np.asarray(est.classes_, dtype=int), n_classes)
 

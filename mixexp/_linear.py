@@ -3,19 +3,20 @@
 An EM iteration refits every expert on the same rows with new weights. For
 :class:`~sklearn.linear_model.LinearRegression` experts, scikit-learn's fit
 solves each weighted least-squares problem by an SVD of the rescaled rows
-(LAPACK ``gelsd``), about ten times the cost of forming the ``d x d``
-weighted Gram matrix when ``n >> d``, plus validation and copies made anew
-at each call. Here the same minimiser comes from the Gram matrix of the
-centred, correlation-scaled columns and its eigendecomposition, and the
-result is an ordinary fitted ``LinearRegression``. The experts of one EM
-step are solved together: each forms its own Gram matrix on its own rows,
-and the eigendecompositions run once on the stacked matrices, so on small
-data an iteration does not pay the fixed cost of a fit once per expert.
+(LAPACK ``gelsd``), which costs several times more than forming the
+``d x d`` weighted Gram matrix when ``n >> d``, plus validation and copies
+made anew at each call (``benchmarks/kernels.py`` times both). Here the same
+minimiser comes from the Gram matrix of the centred, correlation-scaled
+columns and its eigendecomposition, and the result is an ordinary fitted
+``LinearRegression``. The experts of one EM step are solved together: each
+forms its own Gram matrix on its own rows, and the eigendecompositions run
+once on the stacked matrices, so on small data an iteration does not pay
+the fixed cost of a fit once per expert.
 
 The Gram matrices are summed over blocks of rows: each block is gathered,
 transposed into a small buffer (every pass then runs along contiguous
-memory, several times faster than along rows of a few features), centred
-on its own weighted mean and merged with the blocks before it by the
+memory, faster than along rows of a few features: benchmarks/kernels.py),
+centred on its own weighted mean and merged with the blocks before it by the
 pairwise update of Chan, Golub and LeVeque (1979), "Updating formulae and a
 pairwise algorithm for computing sample variances". So no copy of ``X``,
 transposed or per expert, is ever made, and the centring is as exact as a
@@ -168,7 +169,7 @@ def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
     all_weights = _row_weights(weights, sample_weight, rows, n_rows)
     # A column-major X (a pandas DataFrame's values, often) is gathered
     # from its transpose, along contiguous columns: gathering its rows, each
-    # spread over all columns, was measured four times slower.
+    # spread over all columns, is several times slower (benchmarks/kernels.py).
     XT = X.T if X.flags.f_contiguous and not X.flags.c_contiguous else None
     total, mean, full = 0.0, np.zeros(width), np.zeros((width, width))
     for start in range(0, n_rows, block_rows):
@@ -178,7 +179,7 @@ def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
         if rows is None:
             z[: X.shape[1]] = X[picked].T if XT is None else XT[:, picked]
             z[X.shape[1] :] = targets[picked].T
-        else:  # np.take is several times faster than fancy indexing
+        else:  # np.take: faster than fancy indexing (benchmarks/kernels.py)
             z[: X.shape[1]] = (
                 np.take(X, picked, axis=0).T
                 if XT is None
@@ -273,8 +274,8 @@ def _solve_normal_equations(gram, moment, total, x_mean, fit_intercept):
 
 def _shallow_copy(estimator):
     # An unfitted clone holds only scalar parameters: sharing them is a
-    # clone, without copy.copy's pickling protocol (~20 us per call, and an
-    # EM fit makes thousands).
+    # clone, without copy.copy's pickling protocol (ten times the cost,
+    # benchmarks/kernels.py; an EM fit makes thousands).
     twin = object.__new__(type(estimator))
     twin.__dict__.update(estimator.__dict__)
     return twin

@@ -16,7 +16,13 @@ from sklearn.utils.metadata_routing import _routing_enabled
 from sklearn.utils.validation import has_fit_parameter
 
 from mixexp._linear import fit_linear_regressions, is_plain_linear_regression
-from mixexp._utils import run_calls, runs_in_parallel, set_random_states, take_rows
+from mixexp._utils import (
+    run_calls,
+    runs_in_parallel,
+    set_random_states,
+    single_threaded_blas,
+    take_rows,
+)
 
 # A row whose responsibility for an expert is below this is left out of that
 # expert's fit. Its weight would change the expert's parameters by about
@@ -175,8 +181,9 @@ def _fit_expert(k, template, X, y, weights, rows, params, seed, fit_one):
         estimator = clone(template)
         set_random_states(estimator, seed)
         # X and y were checked finite once in fit; the experts need not
-        # check them again at every EM step.
-        with config_context(assume_finite=True):
+        # check them again at every EM step. The user's expert runs with the
+        # user's BLAS threads.
+        with config_context(assume_finite=True), single_threaded_blas.lifted():
             return fit_one(estimator, X, y, weights, params)
     except Exception as exc:
         _raise_naming_experts(exc, [k], template)
@@ -189,9 +196,10 @@ def _fit_linear_experts(ks, templates, X_parts, y, weights, rows, sample_weight)
     every EM step (see mixexp/_linear.py); nothing to seed.
     """
     try:
-        return fit_linear_regressions(
-            templates, X_parts, y, weights, rows, sample_weight
-        )
+        with single_threaded_blas:
+            return fit_linear_regressions(
+                templates, X_parts, y, weights, rows, sample_weight
+            )
     except Exception as exc:
         _raise_naming_experts(exc, ks, templates[0])
 

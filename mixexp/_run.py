@@ -92,6 +92,11 @@ class EMRun:
 
 def single_run(context, gate_template, init, seed):
     """One EM run from a fresh initial partition (runs in a worker)."""
+    with single_threaded_blas.kept():
+        return _single_run(context, gate_template, init, seed)
+
+
+def _single_run(context, gate_template, init, seed):
     if context.verbose:
         print(f"Initialization {init}")
     rng = np.random.RandomState(seed)

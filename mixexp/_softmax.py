@@ -82,9 +82,9 @@ def softmax_objective(
     With targets summing to one, ``loss_i = log sum_k exp(z_ik) -
     sum_k T_ik z_ik`` and ``d loss_i / d z_ik = P_ik - T_ik``. Everything
     runs on (n_experts, n_samples) arrays: reductions over the experts are
-    then vectorised over the rows, five to ten times faster than over the
-    short last axis of (n_samples, n_experts) arrays, and this function is
-    called many times per EM step.
+    then vectorised over the rows, several times faster than over the short
+    last axis of (n_samples, n_experts) arrays (benchmarks/kernels.py), and
+    this function is called many times per EM step.
     """
     coef = params.reshape(X.shape[1] + 1, targetsT.shape[0])
     if evaluation is None:

@@ -1,5 +1,6 @@
 """Small helpers shared by the estimators and the gates."""
 
+import contextlib
 import functools
 import threading
 
@@ -73,59 +74,105 @@ def _set_threads(lib, n_threads):
 
 
 class _SingleThreadedBlas:
-    """BLAS at one thread while any of mixexp's own kernels runs.
+    """BLAS at one thread while mixexp's own kernels run.
 
     mixexp's kernels (the linear experts' normal equations, the softmax
-    gate's Newton steps) are many small matrix products, which threaded BLAS
-    only slows down on busy cores (benchmarks/kernels.py). The limit is held
-    only for a kernel's duration; the user's own estimators (the experts, a
-    classifier gate) run with the user's settings.
+    gate's Newton steps, the E-step) are many small matrix products, which
+    threaded BLAS only slows down, most on busy cores (benchmarks/kernels.py).
+    The user's own estimators (the experts, a classifier gate) run with the
+    user's settings. Three uses:
 
-    Most BLAS libraries have one, process-wide limit: kernels running side by
-    side in threads then share it, and entries are counted, so that the
-    first one in sets it, the last one out lifts it, and what the first one
-    found is what comes back (a user estimator in another thread runs at one
-    thread while a kernel is running). A library whose limit is per thread
-    (OpenBLAS on OpenMP) is limited in each kernel's own thread.
+    - ``with single_threaded_blas:`` around a kernel;
+    - ``with single_threaded_blas.kept():`` around a fit: the limit, once a
+      kernel has taken it, stays between kernels (switching it costs more
+      than a small kernel: the BLAS threads wake up again) and is lifted
+      when the fit ends;
+    - ``with single_threaded_blas.lifted():`` around a call into the user's
+      estimators: the user's limits, until the next kernel.
+
+    Most BLAS libraries have one, process-wide limit. Threads that hold it
+    at the same time (fits side by side) are counted: the first one to
+    take it sets it, the last one to let go restores what the first one
+    found. A user estimator in another thread runs at one thread while a
+    kernel does. A library whose limit is per thread (OpenBLAS on OpenMP)
+    is limited in each holding thread alone.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._depth = 0
+        self._holders = 0
         self._found = None
         self._local = threading.local()
 
-    def __enter__(self):
+    def _state(self):
+        local = self._local
+        if not hasattr(local, "holding"):
+            local.holding, local.kernels, local.kept, local.found = False, 0, 0, None
+        return local
+
+    def _take(self, local):
+        if local.holding:
+            return
         per_thread, shared = _blas_controllers()
-        depth = getattr(self._local, "depth", 0)
-        if depth == 0 and per_thread:
-            self._local.found = [lib.get_num_threads() for lib in per_thread]
+        if per_thread:
+            local.found = [lib.get_num_threads() for lib in per_thread]
             for lib in per_thread:
                 lib.set_num_threads(1)
-        self._local.depth = depth + 1
         with self._lock:
-            if self._depth == 0 and shared:
+            if self._holders == 0 and shared:
                 self._found = [lib.get_num_threads() for lib in shared]
                 for lib, n_threads in zip(shared, self._found, strict=True):
                     if n_threads != 1:
                         _set_threads(lib, 1)
-            self._depth += 1
-        return self
+            self._holders += 1
+        local.holding = True
 
-    def __exit__(self, *exc_info):
+    def _let_go(self, local):
+        if not local.holding:
+            return
         per_thread, shared = _blas_controllers()
         with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and shared:
+            self._holders -= 1
+            if self._holders == 0 and shared:
                 for lib, n_threads in zip(shared, self._found, strict=True):
                     if n_threads != 1:
                         _set_threads(lib, n_threads)
                 self._found = None
-        self._local.depth -= 1
-        if self._local.depth == 0 and per_thread:
-            for lib, n_threads in zip(per_thread, self._local.found, strict=True):
+        if per_thread:
+            for lib, n_threads in zip(per_thread, local.found, strict=True):
                 lib.set_num_threads(n_threads)
+        local.holding = False
+
+    def __enter__(self):
+        local = self._state()
+        self._take(local)
+        local.kernels += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        local = self._state()
+        local.kernels -= 1
+        if local.kernels == 0 and local.kept == 0:
+            self._let_go(local)
         return False
+
+    @contextlib.contextmanager
+    def kept(self):
+        """Keep the limit between kernels until the block ends."""
+        local = self._state()
+        local.kept += 1
+        try:
+            yield
+        finally:
+            local.kept -= 1
+            if local.kernels == 0:
+                self._let_go(local)
+
+    @contextlib.contextmanager
+    def lifted(self):
+        """Run the block with the user's limits (a user estimator's call)."""
+        self._let_go(self._state())
+        yield
 
 
 single_threaded_blas = _SingleThreadedBlas()

@@ -975,13 +975,18 @@ class _ClassifierFit:
             self.constant = DummyClassifier(strategy="prior").fit(X[rows], labels)
         else:
             self.constant = None
-            self.estimator.fit(
-                X[rows], labels, sample_weight=stacked_weight[rows, labels], **params
-            )
+            with single_threaded_blas.lifted():  # the user's classifier
+                self.estimator.fit(
+                    X[rows],
+                    labels,
+                    sample_weight=stacked_weight[rows, labels],
+                    **params,
+                )
 
     def log_proba(self):
         fitted = self.constant if self.constant is not None else self.estimator
-        return _classifier_log_proba(fitted, self.X, self.n_experts)
+        with single_threaded_blas.lifted():
+            return _classifier_log_proba(fitted, self.X, self.n_experts)
 
     def checkpoint(self):
         return self.fitted()
