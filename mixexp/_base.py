@@ -211,15 +211,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         routed = self._route_fit_params(fit_params)
         warm = self.warm_start and hasattr(self, "experts_")
         previous_n_features = getattr(self, "n_features_in_", None)
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=True,
-            dtype=np.float64,
-            multi_output=True,
-            y_numeric=self._y_numeric,
-        )
+        X, y = self._validate_X_y(X, y, reset=True)
         if warm and X.shape[1] != previous_n_features:
             raise ValueError(
                 f"warm_start=True continues the previous fit, which had "
@@ -399,6 +391,17 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
     # ------------------------------------------------------------------
     # Prediction helpers.
 
+    def _validate_X_y(self, X, y, reset):
+        return validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            dtype=np.float64,
+            multi_output=True,
+            y_numeric=self._y_numeric,
+        )
+
     def _check_predict_X(self, X):
         check_is_fitted(self)
         check_2d(X)
@@ -427,11 +430,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            The rows to route to the experts.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_experts_)
+        gate : ndarray of shape (n_samples, n_experts_)
             ``g_k(x)`` for each row and expert; rows sum to 1.
         """
         X = self._check_predict_X(X)
@@ -443,11 +446,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            The rows to assign, one expert each.
 
         Returns
         -------
-        ndarray of shape (n_samples,)
+        experts : ndarray of int of shape (n_samples,)
             ``argmax_k g_k(x)``; ties go to the lower index.
         """
         return np.argmax(self.predict_gate(X), axis=1)
@@ -471,15 +474,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             ``log sum_k g_k(x_i) p_k(y_i | x_i)`` for each row.
         """
         check_is_fitted(self)
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=False,
-            dtype=np.float64,
-            multi_output=True,
-            y_numeric=self._y_numeric,
-        )
+        X, y = self._validate_X_y(X, y, reset=False)
         y, _ = self._validate_targets(y, reset=False)
         outputs = self._expert_outputs(self.experts_, self._X_parts(X))
         log_lik = self._likelihood.log_likelihood(y, outputs, self._scale)
@@ -523,13 +518,14 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            The data the criterion is computed on, usually the training
+            rows.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Observed targets (class labels for the classifier).
+            Their targets.
 
         Returns
         -------
-        float
+        bic : float
             The criterion; compare it between models fitted to the same data.
         """
         log_lik = self.log_likelihood(X, y)

@@ -217,6 +217,26 @@ _REFERENCES = """
 """
 
 
+def _estimator_doc(summary, default_expert, attributes, see_also, examples, notes=""):
+    """A mixture's docstring: its own sections around the shared ones."""
+    return (
+        summary
+        + "\n    Parameters\n    ----------"
+        + _SHARED_PARAMETERS.format(default_expert=default_expert)
+        + "\n    Attributes\n    ----------"
+        + _SHARED_ATTRIBUTES
+        + attributes
+        + "\n    See Also\n    --------"
+        + see_also
+        + "\n\n    Notes\n    -----"
+        + _NOTES
+        + notes
+        + "\n    References\n    ----------"
+        + _REFERENCES
+        + examples
+    )
+
+
 def _weighted_sum(weights, outputs):
     """``sum_k weights[:, k] * outputs[k]``, skipping experts with no weight."""
     total = np.zeros_like(outputs[next(iter(outputs))])
@@ -279,42 +299,25 @@ def _class_outputs(experts, X_parts, used=None, *, n_classes):
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
-    __doc__ = (
-        """Mixture of experts for regression, trained by EM.
+    __doc__ = _estimator_doc(
+        summary="""Mixture of experts for regression, trained by EM.
 
     Each expert ``k`` is a regressor ``f_k`` with Gaussian noise of scale
     ``noise_std_[k]``; the gate gives the probability ``g_k(x)`` that expert
     ``k`` is the one to trust at ``x``. Prediction pools the experts:
     ``sum_k g_k(x) f_k(x)`` (the mixture mean) or the most trusted expert's
     ``f_k(x)``.
-
-    Parameters
-    ----------"""
-        + _SHARED_PARAMETERS.format(
-            default_expert=":class:`~sklearn.linear_model.LinearRegression`"
-        )
-        + """
-    Attributes
-    ----------"""
-        + _SHARED_ATTRIBUTES
-        + """
+""",
+        default_expert=":class:`~sklearn.linear_model.LinearRegression`",
+        attributes="""
     noise_std_ : ndarray of shape (`n_experts_`,) or (`n_experts_`, n_outputs)
         Each expert's noise scale (maximum likelihood, floored at a
         millionth of the variance of ``y``).
-
-    See Also
-    --------
+""",
+        see_also="""
     MixtureOfExpertsClassifier : The same model for class labels.
-    sklearn.mixture.GaussianMixture : EM for mixtures without inputs.
-
-    Notes
-    -----"""
-        + _NOTES
-        + """
-    References
-    ----------"""
-        + _REFERENCES
-        + """
+    sklearn.mixture.GaussianMixture : EM for mixtures without inputs.""",
+        examples="""
     Examples
     --------
     >>> from mixexp import MixtureOfExpertsRegressor
@@ -327,7 +330,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     array([1., 1., 1., 1.])
     >>> sorted(moe.expert_load_.round(2).tolist())  # the regimes' shares
     [0.22, 0.38, 0.4]
-    """
+    """,
     )
 
     _y_numeric = True
@@ -364,7 +367,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            The rows to label.
         return_std : bool, default=False
             Also return the standard deviation of the predictive mixture
             pooled the same way: ``sqrt(sum_k w_k (sigma_k^2 + (f_k - mean)^2))``
@@ -430,8 +433,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
 
 
 class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
-    __doc__ = (
-        """Mixture of experts for classification, trained by EM.
+    __doc__ = _estimator_doc(
+        summary="""Mixture of experts for classification, trained by EM.
 
     Each expert ``k`` is a probabilistic classifier ``p_k(c | x)``; the gate
     gives the probability ``g_k(x)`` that expert ``k`` is the one to trust at
@@ -440,38 +443,22 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
     encoded labels; an expert that never saw a class gives it a floor
     probability of 1e-12, so every expert's probabilities are aligned to
     `classes_`.
-
-    Parameters
-    ----------"""
-        + _SHARED_PARAMETERS.format(
-            default_expert=":class:`~sklearn.linear_model.LogisticRegression`"
-        )
-        + """
-    Attributes
-    ----------"""
-        + _SHARED_ATTRIBUTES
-        + """
+""",
+        default_expert=":class:`~sklearn.linear_model.LogisticRegression`",
+        attributes="""
     classes_ : ndarray of shape (n_classes,)
         The class labels.
-
-    See Also
-    --------
+""",
+        see_also="""
     MixtureOfExpertsRegressor : The same model for continuous targets.
-    sklearn.ensemble.VotingClassifier : Fixed-weight pooling of classifiers.
-
-    Notes
-    -----"""
-        + _NOTES
-        + """
+    sklearn.ensemble.VotingClassifier : Fixed-weight pooling of classifiers.""",
+        notes="""
     An expert whose rows all carry one class (possible with
     ``training="hard"``) is fitted as a constant
     :class:`~sklearn.dummy.DummyClassifier` for that step, since most
     classifiers refuse a single class.
-
-    References
-    ----------"""
-        + _REFERENCES
-        + """
+""",
+        examples="""
     Examples
     --------
     >>> from mixexp import MixtureOfExpertsClassifier
@@ -487,14 +474,16 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
            [1., 0.]])
     >>> moe.predict(X[:4])
     array([1, 1, 0, 0])
-    """
+    """,
     )
 
     _y_numeric = False
-    _fit_one = staticmethod(fit_weighted_classifier)
 
     def _default_expert(self):
         return LogisticRegression()
+
+    # An expert's rows may hold one class (under hard EM): see the function.
+    _fit_one = staticmethod(fit_weighted_classifier)
 
     def _check_expert(self, expert, name):
         if not hasattr(expert, "predict_proba"):
@@ -553,7 +542,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            The rows to classify.
 
         Returns
         -------
@@ -574,7 +563,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            The rows to classify, as for :meth:`predict_proba`.
 
         Returns
         -------

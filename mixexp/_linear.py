@@ -33,7 +33,6 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 __all__ = [
-    "fit_linear_regression",
     "fit_linear_regressions",
     "is_plain_linear_regression",
 ]
@@ -128,27 +127,6 @@ def fit_linear_regressions(templates, X_parts, y, weights, rows, sample_weight=N
             estimator.intercept_ = intercept[k] if intercepts[k] else 0.0
         fitted.append(estimator)
     return fitted
-
-
-def fit_linear_regression(estimator, X, y, sample_weight):
-    """Fit one plain LinearRegression by weighted least squares.
-
-    Parameters
-    ----------
-    estimator : LinearRegression
-        Unfitted; its ``fit_intercept`` is honoured.
-    X : ndarray of shape (n_samples, n_features)
-        Finite float64 inputs.
-    y : ndarray of shape (n_samples,) or (n_samples, n_targets)
-    sample_weight : ndarray of shape (n_samples,) or None
-        Non-negative weights with a positive sum.
-
-    Returns
-    -------
-    LinearRegression
-        A fitted shallow copy of `estimator`.
-    """
-    return fit_linear_regressions([estimator], [X], y, [sample_weight], [None])[0]
 
 
 def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):

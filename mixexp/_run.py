@@ -153,12 +153,13 @@ def run_em(context, run, resp, rng):
             # A capped gate fit is a generalised EM step, not a failure.
             warnings.simplefilter("ignore", ConvergenceWarning)
             run.gate.improve(targets, exact=one_expert_per_row)
-        log_gate = run.gate.log_proba()
         with single_threaded_blas:
             log_lik = context.likelihood.log_likelihood(context.y, outputs, scale)
-            del outputs  # n x K x outputs: free before the E-step allocates
+        del outputs  # n x K x outputs: free before the E-step allocates
+        log_gate = run.gate.log_proba()
+        with single_threaded_blas:
             resp, log_prob = _em.posterior(log_gate, log_lik)
-            del log_lik, log_gate
+        del log_lik, log_gate
         objective = _em.mean_log_likelihood(log_prob, w) - run.gate.penalty / w.sum()
 
         previous = run.history[-1] if run.history else None

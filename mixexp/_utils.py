@@ -78,7 +78,9 @@ class _SingleThreadedBlas:
 
     mixexp's kernels (the linear experts' normal equations, the softmax
     gate's Newton steps, the E-step) are many small matrix products, which
-    threaded BLAS only slows down, most on busy cores (benchmarks/kernels.py).
+    gain next to nothing from BLAS threads on idle cores, while the larger
+    ones (the gate's Hessian) lose several-fold to them on busy cores, as
+    when fits run side by side (benchmarks/kernels.py).
     The user's own estimators (the experts, a classifier gate) run with the
     user's settings. Three uses:
 

@@ -92,9 +92,9 @@ _NEGLIGIBLE_TARGET = 1e-8
 # Above this many parameters ((n_features + 1) * n_experts) the softmax gate
 # is fitted by L-BFGS instead of Newton steps: a Hessian costs about
 # (n_features + 1) * n_experts / 4 gradients and its eigendecomposition grows
-# with the cube of the parameters, so past this size Newton steps stop
-# paying for themselves (benchmarks/kernels.py times both at 8, 16 and 32
-# experts).
+# with the cube of the parameters. Below it, EM iterations with Newton steps
+# were the faster ones (benchmarks/kernels.py times both up to 672
+# parameters).
 _NEWTON_MAX_PARAMETERS = 1000
 
 # Newton steps of the softmax gate in one inexact M-step (soft EM). One step
@@ -155,20 +155,46 @@ def _log_proba_from_proba(proba):
         return np.log(np.maximum(proba, np.finfo(float).tiny))
 
 
+_FIT_DOC = """Fit the gate to expert labels or soft targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_experts)
+            Expert indices, or soft targets whose rows sum to 1.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights; ``None`` gives every row weight 1.{fit_params}
+
+        Returns
+        -------
+        self : object
+            The fitted gate.
+        """
+
+
 class _BaseGate(BaseEstimator):
     """What every gate of this module shares: a standalone fit through the
     gate protocol, and predictions from ``_predict_log_proba``."""
 
-    def _fit_standalone(self, X, y, sample_weight, start):
+    _parameter_constraints: dict = {}
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        return self._fit_standalone(X, y, sample_weight, {})
+
+    fit.__doc__ = _FIT_DOC.format(fit_params="")
+
+    def _fit_standalone(self, X, y, sample_weight, fit_params):
         """Validate, solve the gate in full on the targets, keep the result.
 
-        `start` maps the validated ``(X, weights, n_experts)`` to the fit in
-        progress; the fitted state it ends with becomes this gate's.
+        The fit in progress comes from `_standalone_start`; the fitted state
+        it ends with becomes this gate's.
         """
         X = validate_data(self, X, reset=True, dtype=np.float64)
         targets = _as_soft_targets(y, X.shape[0])
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        progress = start(X, weights, targets.shape[1])
+        progress = self._standalone_start(X, weights, targets.shape[1], fit_params)
         progress.improve(targets, exact=True)
         parameters = self.get_params(deep=False)
         for name, value in vars(progress.fitted()).items():
@@ -185,11 +211,11 @@ class _BaseGate(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            Inputs, as for :meth:`predict_proba`.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_experts)
+        log_proba : ndarray of shape (n_samples, n_experts)
             Natural logarithm of `predict_proba`, computed stably; an expert
             the gate never trusts gets the log of the smallest positive
             float.
@@ -204,11 +230,11 @@ class _BaseGate(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            Rows to weigh the experts on.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_experts)
+        proba : ndarray of shape (n_samples, n_experts)
             One column per expert; rows sum to 1.
         """
         return np.exp(self.predict_log_proba(X))
@@ -219,11 +245,11 @@ class _BaseGate(BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Inputs.
+            Rows to route; each goes to one expert.
 
         Returns
         -------
-        ndarray of shape (n_samples,)
+        experts : ndarray of int of shape (n_samples,)
             The argmax of `predict_proba`; ties go to the lower index.
         """
         return np.argmax(self.predict_log_proba(X), axis=1)
@@ -329,50 +355,14 @@ class SoftmaxGate(_BaseGate):
         self.tol = tol
         self.warm_start = warm_start
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit the gate to expert labels or soft targets.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-        y : array-like of shape (n_samples,) or (n_samples, n_experts)
-            Expert indices, or soft targets whose rows sum to 1.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights; ``None`` gives every row weight 1.
-
-        Returns
-        -------
-        self : SoftmaxGate
-            The fitted gate.
-        """
+    def _standalone_start(self, X, weights, n_experts, fit_params):
         init = self if self.warm_start and hasattr(self, "_params") else None
-        return self._fit_standalone(
-            X,
-            y,
-            sample_weight,
-            lambda X, weights, n_experts: _SoftmaxFit(
-                self,
-                X,
-                weights,
-                n_experts,
-                init=init,
-                reuse=self.warm_start,
-                warn=True,
-            ),
+        return _SoftmaxFit(
+            self, X, weights, n_experts, init=init, reuse=self.warm_start, warn=True
         )
 
-    def _em_start(
-        self,
-        X,
-        sample_weight,
-        n_experts,
-        *,
-        random_state=None,
-        fit_params=None,
-        init=None,
-    ):
+    def _em_start(self, X, sample_weight, n_experts, *, init=None, **unused):
+        # Nothing to seed and no metadata to take.
         return _SoftmaxFit(self, X, sample_weight, n_experts, init=init)
 
     def _predict_log_proba(self, X):
@@ -447,7 +437,6 @@ class _SoftmaxFit:
         self.reuse = reuse
         self.warn = warn
         self.total = weights.sum()
-        self.scaled = weights / self.total
         self.mean, self.scale = _standardisation(X, weights)
         self.params = None  # (n_features + 1, n_experts), standardised
         self.alpha = None  # None until the first penalty is known
@@ -587,7 +576,9 @@ class _SoftmaxFit:
         if fresh or curvature is None or penalty_scale is None:
             penalty_scale = self.alpha / self.total
             curvature = _softmax.pseudo_inverse_factors(
-                self._hessian_at(self.params.ravel(), penalty_scale)
+                self._hessian_at(
+                    self.params.ravel(), penalty_scale, self.weights / self.total
+                )
             )
             if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
@@ -609,6 +600,9 @@ class _SoftmaxFit:
         if self.reuse and previous is not None:
             start = previous
         targetsT = np.ascontiguousarray(targets.T)
+        # Weights over their total: the solver's tolerances do not depend on
+        # the number of rows. Not kept between M-steps (an n-vector).
+        scaled = self.weights / self.total
         penalty_scale = self.alpha / self.total
 
         def objective(flat):
@@ -622,11 +616,11 @@ class _SoftmaxFit:
                     # EM's next E-step and next gate step start from here.
                     self._evaluated = (flat, evaluation)
             return _softmax.softmax_objective(
-                flat, X, mean, scale, targetsT, self.scaled, penalty_scale, evaluation
+                flat, X, mean, scale, targetsT, scaled, penalty_scale, evaluation
             )
 
         def hessian(flat):
-            return self._hessian_at(flat, penalty_scale)
+            return self._hessian_at(flat, penalty_scale, scaled)
 
         if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
             curvature = None
@@ -675,7 +669,7 @@ class _SoftmaxFit:
             return cached[1]
         return None
 
-    def _hessian_at(self, flat, penalty_scale):
+    def _hessian_at(self, flat, penalty_scale, scaled):
         """`softmax_hessian` at `flat`, from the remembered probabilities
         when the last evaluation was there.
 
@@ -690,7 +684,7 @@ class _SoftmaxFit:
         else:
             probaT = evaluation[1]
         data_hessian = _softmax.softmax_hessian(
-            self.X, self.mean, self.scale, probaT, self.scaled, 0.0
+            self.X, self.mean, self.scale, probaT, scaled, 0.0
         )
         if self.reuse:
             self._data_hessian = data_hessian
@@ -728,7 +722,9 @@ class ConstantGate(_BaseGate):
     penalty_ : float
         Always 0.0 (the proportions are not penalised).
     classes_ : ndarray of shape (n_experts,)
+        ``arange(n_experts)``, one per proportion.
     n_features_in_ : int
+        Number of features of `X` in `fit` (only its rows count).
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when `X` has feature names that are all strings.
 
@@ -745,35 +741,11 @@ class ConstantGate(_BaseGate):
     array([0.75, 0.25])
     """
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit the mixing proportions to labels or soft targets.
+    def _standalone_start(self, X, weights, n_experts, fit_params):
+        return self._em_start(X, weights, n_experts)
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Only its number of rows and features is used.
-        y : array-like of shape (n_samples,) or (n_samples, n_experts)
-            Expert indices, or soft targets whose rows sum to 1.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights; ``None`` gives every row weight 1.
-
-        Returns
-        -------
-        self : ConstantGate
-            The fitted gate.
-        """
-        return self._fit_standalone(X, y, sample_weight, self._em_start)
-
-    def _em_start(
-        self,
-        X,
-        sample_weight,
-        n_experts,
-        *,
-        random_state=None,
-        fit_params=None,
-        init=None,
-    ):
+    def _em_start(self, X, sample_weight, n_experts, **unused):
+        # The M-step is exact: nothing to start from, seed or route.
         return _ConstantFit(self, X, sample_weight, n_experts)
 
     def _predict_log_proba(self, X):
@@ -842,7 +814,9 @@ class ClassifierGate(_BaseGate):
     penalty_ : float
         Always 0.0 (the classifier's own regularisation is not reported).
     classes_ : ndarray of shape (n_experts,)
+        ``arange(n_experts)``: the classifier's classes are the experts.
     n_features_in_ : int
+        Number of features the classifier was fitted on.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when `X` has feature names that are all strings.
 
@@ -871,33 +845,19 @@ class ClassifierGate(_BaseGate):
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_weight=None, **fit_params):
-        """Fit the classifier to expert labels or soft targets.
+        check_gate_classifier(self.estimator, "estimator")
+        return self._fit_standalone(X, y, sample_weight, fit_params)
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-        y : array-like of shape (n_samples,) or (n_samples, n_experts)
-            Expert indices, or soft targets whose rows sum to 1.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights; ``None`` gives every row weight 1.
+    fit.__doc__ = _FIT_DOC.format(
+        fit_params="""
         **fit_params : dict
             Per-row arrays passed on to the classifier's ``fit``, repeated
-            with the rows.
+            with the rows."""
+    )
 
-        Returns
-        -------
-        self : ClassifierGate
-            The fitted gate.
-        """
-        check_gate_classifier(self.estimator, "estimator")
-        return self._fit_standalone(
-            X,
-            y,
-            sample_weight,
-            lambda X, weights, n_experts: _ClassifierFit(
-                self, X, weights, n_experts, clone(self.estimator), fit_params
-            ),
+    def _standalone_start(self, X, weights, n_experts, fit_params):
+        return _ClassifierFit(
+            self, X, weights, n_experts, clone(self.estimator), fit_params
         )
 
     def _em_start(

@@ -19,10 +19,87 @@ mixexp.plotting`` works without it, and drawing without it raises an
 ``ImportError`` that names the ``plot`` extra.
 """
 
+import re
+import textwrap
+
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["ExpertLoadDisplay", "GateRegionsDisplay", "LogLikelihoodHistoryDisplay"]
+
+# Docstring parts that several docstrings of the displays share, each written
+# once. A line ``{name}`` alone in a display's docstring stands for the part of
+# that name; see _fill_docstrings. Parts are format strings (literal braces
+# doubled): ``{display}`` is the class's name, ``{artist}`` and ``{drawn}`` what
+# its plot draws and ``{kwargs_to}`` where its ``**kwargs`` go.
+_AX_DOC = """\
+ax : matplotlib Axes, default=None
+    Axes to draw on. ``None`` makes a new figure and axes."""
+_DOC_PARTS = {
+    "ax": _AX_DOC,
+    "colors": """\
+colors : list of matplotlib colours, default=None
+    One colour per expert; ``None`` means ``"C0"``, ``"C1"``, ...""",
+    "plot_method": """\
+plot_method : {{"contourf", "pcolormesh"}}, default="contourf"
+    The matplotlib method that fills the regions.""",
+    "boundaries": """\
+boundaries : bool, default=True
+    Whether to draw black lines where the most trusted expert
+    changes.""",
+    "legend": """\
+legend : bool, default=True
+    Whether to add a legend naming the experts.""",
+    "uniform": """\
+uniform : bool, default=True
+    Whether to draw a dashed line at the balanced load
+    ``1 / n_experts``.""",
+    "axes_attributes": """\
+ax_ : matplotlib Axes
+    Axes with {drawn}.
+figure_ : matplotlib Figure
+    Figure containing the axes.""",
+    "plot_returns": """\
+Returns
+-------
+{display}
+    The display, with ``{artist}``, ``ax_`` and ``figure_`` set.""",
+    # The end of every from_estimator docstring's Parameters, and its Returns.
+    "from_estimator_tail": _AX_DOC
+    + """
+**kwargs : dict
+    Passed to {kwargs_to}.
+
+Returns
+-------
+{display}
+    The display, drawn.""",
+}
+
+_PART_LINE = re.compile(r"^( *)\{(\w+)\}$", flags=re.MULTILINE)
+
+
+def _fill_docstrings(**context):
+    """Class decorator: write the shared parts into a display's docstrings.
+
+    In the docstrings of the class, its ``plot`` and its ``from_estimator``,
+    each line ``{name}`` becomes ``_DOC_PARTS[name]``, indented like the line
+    and formatted with `context` and ``display`` (the class's name).
+    """
+
+    def fill(cls):
+        fields = {**context, "display": cls.__name__}
+
+        def part(match):
+            indent, name = match.groups()
+            return textwrap.indent(_DOC_PARTS[name].format(**fields), indent)
+
+        for obj in (cls, cls.plot, cls.from_estimator.__func__):
+            if obj.__doc__:  # None under python -OO
+                obj.__doc__ = _PART_LINE.sub(part, obj.__doc__)
+        return cls
+
+    return fill
 
 
 def _check_matplotlib(caller):
@@ -42,6 +119,20 @@ def _new_axes(ax):
     if ax is None:
         _, ax = plt.subplots()
     return ax
+
+
+def _finish(display, ax, *, xlabel=None, ylabel=None, title=None):
+    """Set the labels and title given (not None), keep `ax`; return `display`."""
+    for setter, text in (
+        (ax.set_xlabel, xlabel),
+        (ax.set_ylabel, ylabel),
+        (ax.set_title, title),
+    ):
+        if text is not None:
+            setter(text)
+    display.ax_ = ax
+    display.figure_ = ax.figure
+    return display
 
 
 def _expert_colors(n_experts, colors=None):
@@ -93,6 +184,11 @@ def _feature_index(feature, columns, n_features):
     )
 
 
+@_fill_docstrings(
+    artist="surface_",
+    drawn="the regions",
+    kwargs_to="the `plot_method` (for example ``alpha``)",
+)
 class GateRegionsDisplay:
     """Regions of the input space where each expert is trusted.
 
@@ -115,8 +211,7 @@ class GateRegionsDisplay:
     gate_proba : ndarray of shape (grid_resolution, grid_resolution, n_experts)
         Gate probabilities at each grid point; they sum to 1 over the last
         axis.
-    colors : list of matplotlib colours, default=None
-        One colour per expert; ``None`` means ``"C0"``, ``"C1"``, ...
+    {colors}
     xlabel : str, default=None
         Default label of the x axis.
     ylabel : str, default=None
@@ -131,10 +226,7 @@ class GateRegionsDisplay:
     colors_ : ndarray of shape (n_experts, 4)
         RGBA colour of each expert; ``colors_[labels]`` colours points by
         expert.
-    ax_ : matplotlib Axes
-        Axes with the regions.
-    figure_ : matplotlib Figure
-        Figure containing the axes.
+    {axes_attributes}
 
     See Also
     --------
@@ -155,8 +247,7 @@ class GateRegionsDisplay:
     """
 
     def __init__(self, *, xx0, xx1, gate_proba, colors=None, xlabel=None, ylabel=None):
-        self.xx0 = xx0
-        self.xx1 = xx1
+        self.xx0, self.xx1 = xx0, xx1  # the grid, as from numpy.meshgrid
         self.gate_proba = gate_proba
         self.colors = colors
         self.xlabel = xlabel
@@ -175,17 +266,15 @@ class GateRegionsDisplay:
     ):
         """Draw the regions.
 
+        A display can be drawn several times, for example on other axes or
+        with another `plot_method`; each call replaces the drawn attributes.
+
         Parameters
         ----------
-        plot_method : {"contourf", "pcolormesh"}, default="contourf"
-            The matplotlib method that fills the regions.
-        ax : matplotlib Axes, default=None
-            Axes to draw on. ``None`` makes a new figure and axes.
-        boundaries : bool, default=True
-            Whether to draw black lines where the most trusted expert
-            changes.
-        legend : bool, default=True
-            Whether to add a legend naming the experts.
+        {plot_method}
+        {ax}
+        {boundaries}
+        {legend}
         xlabel : str, default=None
             Label of the x axis; ``None`` keeps the display's `xlabel`.
         ylabel : str, default=None
@@ -194,10 +283,7 @@ class GateRegionsDisplay:
             Passed to the `plot_method` (for example ``alpha``). ``zorder``
             defaults to -1, so points scattered afterwards are drawn on top.
 
-        Returns
-        -------
-        GateRegionsDisplay
-            The display, with ``surface_``, ``ax_`` and ``figure_`` set.
+        {plot_returns}
 
         See Also
         --------
@@ -205,16 +291,19 @@ class GateRegionsDisplay:
 
         Examples
         --------
+        Draw on axes of your own: filled contours on the left, then the same
+        regions cell by cell (``pcolormesh``) on the right:
+
         >>> import matplotlib.pyplot as plt
         >>> from mixexp import MixtureOfExpertsRegressor
         >>> from mixexp.datasets import make_regimes
         >>> from mixexp.plotting import GateRegionsDisplay
         >>> X, y = make_regimes(n_samples=300, random_state=0)
         >>> moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X, y)
-        >>> disp = GateRegionsDisplay.from_estimator(moe, X)
-        >>> fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-        >>> disp.plot(ax=axes[0]).plot(ax=axes[1], plot_method="pcolormesh")
-        <mixexp.plotting.GateRegionsDisplay object at ...>
+        >>> fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4))
+        >>> disp = GateRegionsDisplay.from_estimator(moe, X, ax=left)
+        >>> disp.plot(ax=right, plot_method="pcolormesh").figure_ is fig
+        True
         """
         _check_matplotlib(f"{type(self).__name__}.plot")
         from matplotlib.colors import LinearSegmentedColormap
@@ -290,15 +379,12 @@ class GateRegionsDisplay:
             ]
             ax.legend(handles=handles, loc="best", fontsize="small", framealpha=0.8)
 
-        xlabel = self.xlabel if xlabel is None else xlabel
-        ylabel = self.ylabel if ylabel is None else ylabel
-        if xlabel is not None:
-            ax.set_xlabel(xlabel)
-        if ylabel is not None:
-            ax.set_ylabel(ylabel)
-        self.ax_ = ax
-        self.figure_ = ax.figure
-        return self
+        return _finish(
+            self,
+            ax,
+            xlabel=self.xlabel if xlabel is None else xlabel,
+            ylabel=self.ylabel if ylabel is None else ylabel,
+        )
 
     @classmethod
     def from_estimator(
@@ -313,7 +399,7 @@ class GateRegionsDisplay:
         colors=None,
         boundaries=True,
         legend=True,
-        xlabel=None,
+        xlabel=None,  # None (also ylabel): the feature's name
         ylabel=None,
         ax=None,
         **kwargs,
@@ -343,30 +429,17 @@ class GateRegionsDisplay:
             Number of grid points along each axis.
         eps : float, default=0.5
             How far the grid extends beyond the data on each side.
-        plot_method : {"contourf", "pcolormesh"}, default="contourf"
-            The matplotlib method that fills the regions.
-        colors : list of matplotlib colours, default=None
-            One colour per expert; ``None`` means ``"C0"``, ``"C1"``, ...
-        boundaries : bool, default=True
-            Whether to draw black lines where the most trusted expert
-            changes.
-        legend : bool, default=True
-            Whether to add a legend naming the experts.
+        {plot_method}
+        {colors}
+        {boundaries}
+        {legend}
         xlabel : str, default=None
             Label of the x axis; ``None`` uses the feature's name, or
             ``"x[i]"``.
         ylabel : str, default=None
             Label of the y axis; ``None`` uses the feature's name, or
             ``"x[j]"``.
-        ax : matplotlib Axes, default=None
-            Axes to draw on. ``None`` makes a new figure and axes.
-        **kwargs : dict
-            Passed to the `plot_method` (for example ``alpha``).
-
-        Returns
-        -------
-        GateRegionsDisplay
-            The display, drawn.
+        {from_estimator_tail}
 
         See Also
         --------
@@ -375,11 +448,14 @@ class GateRegionsDisplay:
 
         Examples
         --------
-        >>> from mixexp import MixtureOfExpertsRegressor
-        >>> from mixexp.datasets import make_regimes
+        A classifier's gate on the XOR task, with each point drawn in the
+        colour of the expert its gate trusts most:
+
+        >>> from mixexp import MixtureOfExpertsClassifier
+        >>> from mixexp.datasets import make_xor
         >>> from mixexp.plotting import GateRegionsDisplay
-        >>> X, y = make_regimes(n_samples=300, random_state=0)
-        >>> moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X, y)
+        >>> X, y = make_xor(random_state=0)
+        >>> moe = MixtureOfExpertsClassifier(n_experts=4, random_state=0).fit(X, y)
         >>> disp = GateRegionsDisplay.from_estimator(moe, X, alpha=0.8)
         >>> experts = moe.predict_gate(X).argmax(axis=1)
         >>> disp.ax_.scatter(X[:, 0], X[:, 1], c=disp.colors_[experts], s=8)
@@ -426,17 +502,14 @@ class GateRegionsDisplay:
         proba = _gate_probabilities(estimator, grid)
         proba = proba.reshape(*xx0.shape, proba.shape[1])
 
-        if xlabel is None:
-            xlabel = columns[i] if is_frame else f"x[{i}]"
-        if ylabel is None:
-            ylabel = columns[j] if is_frame else f"x[{j}]"
+        names = columns if is_frame else [f"x[{k}]" for k in range(n_features)]
         display = cls(
             xx0=xx0,
             xx1=xx1,
             gate_proba=proba,
             colors=colors,
-            xlabel=xlabel,
-            ylabel=ylabel,
+            xlabel=names[i] if xlabel is None else xlabel,
+            ylabel=names[j] if ylabel is None else ylabel,
         )
         return display.plot(
             plot_method=plot_method,
@@ -447,6 +520,11 @@ class GateRegionsDisplay:
         )
 
 
+@_fill_docstrings(
+    artist="line_",
+    drawn="the curve",
+    kwargs_to=":meth:`matplotlib.axes.Axes.plot`",
+)
 class LogLikelihoodHistoryDisplay:
     """The EM objective after each iteration of a fit.
 
@@ -474,14 +552,12 @@ class LogLikelihoodHistoryDisplay:
     ----------
     line_ : matplotlib Line2D
         The curve.
-    ax_ : matplotlib Axes
-        Axes with the curve.
-    figure_ : matplotlib Figure
-        Figure containing the axes.
+    {axes_attributes}
 
     See Also
     --------
-    LogLikelihoodHistoryDisplay.from_estimator : Draw the history of a fit.
+    LogLikelihoodHistoryDisplay.from_estimator : Draw the EM history of a
+        fitted mixture.
 
     Examples
     --------
@@ -501,8 +577,7 @@ class LogLikelihoodHistoryDisplay:
 
         Parameters
         ----------
-        ax : matplotlib Axes, default=None
-            Axes to draw on. ``None`` makes a new figure and axes.
+        {ax}
         name : str, default=None
             Name of the curve in the legend; ``None`` keeps the display's
             `name`.
@@ -510,14 +585,12 @@ class LogLikelihoodHistoryDisplay:
             Passed to :meth:`matplotlib.axes.Axes.plot` (for example
             ``color`` or ``linestyle``).
 
-        Returns
-        -------
-        LogLikelihoodHistoryDisplay
-            The display, with ``line_``, ``ax_`` and ``figure_`` set.
+        {plot_returns}
 
         See Also
         --------
-        LogLikelihoodHistoryDisplay.from_estimator : Draw the history of a fit.
+        LogLikelihoodHistoryDisplay.from_estimator : Read the history of a
+            fitted mixture and draw it.
 
         Examples
         --------
@@ -552,9 +625,7 @@ class LogLikelihoodHistoryDisplay:
         ax.set_ylabel("mean log-likelihood")
         if name is not None:
             ax.legend(fontsize="small")
-        self.ax_ = ax
-        self.figure_ = ax.figure
-        return self
+        return _finish(self, ax)
 
     @classmethod
     def from_estimator(cls, estimator, *, name=None, ax=None, **kwargs):
@@ -567,15 +638,7 @@ class LogLikelihoodHistoryDisplay:
             run) and ``converged_`` are drawn.
         name : str, default=None
             Name of the curve in the legend; ``None`` draws no legend entry.
-        ax : matplotlib Axes, default=None
-            Axes to draw on. ``None`` makes a new figure and axes.
-        **kwargs : dict
-            Passed to :meth:`matplotlib.axes.Axes.plot`.
-
-        Returns
-        -------
-        LogLikelihoodHistoryDisplay
-            The display, drawn.
+        {from_estimator_tail}
 
         See Also
         --------
@@ -606,6 +669,11 @@ class LogLikelihoodHistoryDisplay:
         return display.plot(ax=ax, **kwargs)
 
 
+@_fill_docstrings(
+    artist="bars_",
+    drawn="the bars",
+    kwargs_to=":meth:`matplotlib.axes.Axes.bar`",
+)
 class ExpertLoadDisplay:
     """Each expert's share of the data, as bars.
 
@@ -631,10 +699,7 @@ class ExpertLoadDisplay:
         The bars, one per expert.
     colors_ : ndarray of shape (n_experts, 4)
         RGBA colour of each expert.
-    ax_ : matplotlib Axes
-        Axes with the bars.
-    figure_ : matplotlib Figure
-        Figure containing the axes.
+    {axes_attributes}
 
     See Also
     --------
@@ -658,26 +723,20 @@ class ExpertLoadDisplay:
 
         Parameters
         ----------
-        ax : matplotlib Axes, default=None
-            Axes to draw on. ``None`` makes a new figure and axes.
-        colors : list of matplotlib colours, default=None
-            One colour per expert; ``None`` means ``"C0"``, ``"C1"``, ...
-        uniform : bool, default=True
-            Whether to draw a dashed line at the balanced load
-            ``1 / n_experts``.
+        {ax}
+        {colors}
+        {uniform}
         name : str, default=None
             Title of the axes; ``None`` keeps the display's `name`.
         **kwargs : dict
             Passed to :meth:`matplotlib.axes.Axes.bar`.
 
-        Returns
-        -------
-        ExpertLoadDisplay
-            The display, with ``bars_``, ``ax_`` and ``figure_`` set.
+        {plot_returns}
 
         See Also
         --------
-        ExpertLoadDisplay.from_estimator : Draw the load of a fitted mixture.
+        ExpertLoadDisplay.from_estimator : Compute the load of a fitted mixture
+            and draw it.
 
         Examples
         --------
@@ -706,12 +765,7 @@ class ExpertLoadDisplay:
         ax.set_xlabel("expert")
         ax.set_ylabel(self.ylabel)
         ax.set_ylim(0.0, max(1.05 * float(load.max(initial=0.0)), 1.2 / n_experts))
-        name = self.name if name is None else name
-        if name is not None:
-            ax.set_title(name)
-        self.ax_ = ax
-        self.figure_ = ax.figure
-        return self
+        return _finish(self, ax, title=self.name if name is None else name)
 
     @classmethod
     def from_estimator(
@@ -741,22 +795,11 @@ class ExpertLoadDisplay:
             on `X`. ``"argmax"``: the share of the rows of `X` whose most
             trusted expert it is (the rows it serves under
             ``pooling="argmax"``).
-        colors : list of matplotlib colours, default=None
-            One colour per expert; ``None`` means ``"C0"``, ``"C1"``, ...
-        uniform : bool, default=True
-            Whether to draw a dashed line at the balanced load
-            ``1 / n_experts``.
+        {colors}
+        {uniform}
         name : str, default=None
             Title of the axes.
-        ax : matplotlib Axes, default=None
-            Axes to draw on. ``None`` makes a new figure and axes.
-        **kwargs : dict
-            Passed to :meth:`matplotlib.axes.Axes.bar`.
-
-        Returns
-        -------
-        ExpertLoadDisplay
-            The display, drawn.
+        {from_estimator_tail}
 
         See Also
         --------
@@ -765,14 +808,28 @@ class ExpertLoadDisplay:
 
         Examples
         --------
+        On the training data, the experts share the work as the regimes of
+        the data do:
+
+        >>> import numpy as np
         >>> from mixexp import MixtureOfExpertsRegressor
         >>> from mixexp.datasets import make_regimes
         >>> from mixexp.plotting import ExpertLoadDisplay
-        >>> X, y = make_regimes(n_samples=300, random_state=0)
+        >>> X, y, regimes = make_regimes(
+        ...     n_samples=300, return_regimes=True, random_state=0
+        ... )
         >>> moe = MixtureOfExpertsRegressor(n_experts=3, random_state=0).fit(X, y)
         >>> disp = ExpertLoadDisplay.from_estimator(moe)
         >>> disp.ax_.get_ylabel()
         'share of the training responsibility'
+        >>> sorted(round(float(bar.get_height()), 2) for bar in disp.bars_)
+        [0.23, 0.36, 0.41]
+        >>> sorted((np.bincount(regimes) / len(regimes)).round(2).tolist())
+        [0.23, 0.36, 0.41]
+
+        With `X`, the load is read from the gate; under ``"argmax"`` routing
+        each row counts for one expert only:
+
         >>> disp = ExpertLoadDisplay.from_estimator(moe, X, routing="argmax")
         >>> float(sum(bar.get_height() for bar in disp.bars_))
         1.0

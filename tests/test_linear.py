@@ -5,12 +5,14 @@ import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 
 from mixexp import MixtureOfExpertsRegressor
-from mixexp._linear import (
-    fit_linear_regression,
-    fit_linear_regressions,
-    is_plain_linear_regression,
-)
+from mixexp._linear import fit_linear_regressions, is_plain_linear_regression
 from mixexp.datasets import make_regimes
+
+
+def fit_linear_regression(estimator, X, y, sample_weight):
+    """One expert alone: the stacked fit of a single problem."""
+    return fit_linear_regressions([estimator], [X], y, [sample_weight], [None])[0]
+
 
 FITTED = ("coef_", "intercept_", "rank_", "singular_", "n_features_in_")
 
