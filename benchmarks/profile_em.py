@@ -4,18 +4,18 @@ Profiles one fit of ``MixtureOfExpertsRegressor(n_experts=8)`` (linear
 experts, default softmax gate, default k-means partition, default ``tol``)
 on ``make_regimes`` data of 200,000 x 20, and splits its time into:
 
-- **expert fits**: the M-step of the experts (``_fit_experts``);
-- **gate fits**: the M-step of the gate (the gate's ``_fit``);
+- **expert fits**: the M-step of the experts (``fit_experts``);
+- **gate fits**: the M-step of the gate (its fit in progress's
+  ``improve``);
 - **E-step**: expert predictions, their log-likelihoods, gate
-  probabilities and the normalisation (``_expert_outputs``,
-  ``_expert_log_likelihood``, ``_predict_log_proba``, ``e_step``, the
-  responsibilities' ``exp``);
-- **noise variances**: ``_fit_noise``;
+  probabilities and the normalisation (the experts' outputs, the family's
+  ``log_likelihood``, the gate's ``log_proba``, ``posterior``);
+- **noise variances**: the family's ``fit_scale``;
 - **initial partition**: the clustering that starts EM;
 - **other**: validation, bookkeeping, the EM loop's own code.
 
 The split uses the time of each function *as called from the EM loop*
-(``_run_em``), so a helper also used outside the loop is not double counted.
+(``run_em``), so a helper also used outside the loop is not double counted.
 It then lists the functions with the most own time, and the calls under the
 experts' fits.
 
@@ -45,16 +45,17 @@ from mixexp.datasets import make_regimes
 
 # Functions called by the EM loop, by the part of EM they belong to.
 CATEGORIES = {
-    "_fit_experts": "expert fits (M-step)",
-    "_fit": "gate fits (M-step)",
-    "_expert_outputs": "E-step",
-    "_out_of_fold_outputs": "E-step",
-    "_expert_log_likelihood": "E-step",
-    "_predict_log_proba": "E-step",
-    "e_step": "E-step",
+    "fit_experts": "expert fits (M-step)",
+    "keep_better_fits": "expert fits (M-step)",
+    "improve": "gate fits (M-step)",
+    "_regression_outputs": "E-step",
+    "_class_outputs": "E-step",
+    "out_of_fold_outputs": "E-step",
+    "log_likelihood": "E-step",
+    "log_proba": "E-step",
+    "posterior": "E-step",
     "mean_log_likelihood": "E-step",
-    "<built-in method numpy.exp>": "E-step",
-    "_fit_noise": "noise variances (M-step)",
+    "fit_scale": "noise variances (M-step)",
 }
 ORDER = [
     "expert fits (M-step)",
@@ -119,14 +120,14 @@ def main(argv=None):
         wall = time.perf_counter() - start
     stats = pstats.Stats(profiler)
     total = cumulative(stats, "fit", "mixexp")
-    em = cumulative(stats, "_run_em", "mixexp")
+    em = cumulative(stats, "run_em", "mixexp")
     partition = cumulative(stats, "initial_responsibilities", "mixexp")
 
     shares = dict.fromkeys(ORDER, 0.0)
-    for key, seconds in callees_of(stats, "_run_em", "mixexp").items():
+    for key, seconds in callees_of(stats, "run_em", "mixexp").items():
         name = key[2]
         category = CATEGORIES.get(name)
-        if name == "_fit" and "gating" not in key[0]:
+        if "mixexp" not in key[0]:
             category = None
         if category is not None:
             shares[category] += seconds
