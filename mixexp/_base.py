@@ -220,7 +220,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             )
         y, y_fit = self._validate_targets(y, reset=True)
         sample_weight = check_sample_weight(sample_weight, X)
-        context = self._prepare(X, y, y_fit, sample_weight, routed, warm)
+        context, groups = self._prepare(X, y, y_fit, sample_weight, routed, warm)
         gate_template = make_gate(self.gate)
 
         rng = check_random_state(self.random_state)
@@ -266,11 +266,16 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 CollapsedExpertWarning,
                 stacklevel=4,
             )
+        self.feature_groups_ = groups
         self._store(best, context, y_fit.ndim)
         return self
 
     def _prepare(self, X, y, y_fit, sample_weight, routed, warm):
-        """Check the experts against the data and gather what EM needs."""
+        """Check the experts against the data and gather what EM needs.
+
+        Returns the fit's data and each expert's column indices (None
+        without `feature_groups`).
+        """
         templates = expert_templates(
             self.expert, self.n_experts, self.feature_groups, self._default_expert()
         )
@@ -308,8 +313,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         if self.cv is not None:
             cv = check_cv(self.cv, y_fit, classifier=is_classifier(self))
             splits = list(cv.split(X, y_fit))
-        self.feature_groups_ = groups
-        return FitContext(
+        context = FitContext(
             X=X,
             y=y,
             y_fit=y_fit,
@@ -335,6 +339,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             tol=self.tol,
             verbose=self.verbose,
         )
+        return context, groups
 
     def _store(self, best, context, y_ndim):
         """Keep the winning run as the fitted model."""

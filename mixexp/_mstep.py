@@ -1,7 +1,7 @@
 """The experts' M-step: each expert refitted on its rows, weighted by its
 responsibilities.
 
-Plain functions of the fit's data (a ``_base._FitContext``: the inputs of
+Plain functions of the fit's data (a ``_run.FitContext``: the inputs of
 each expert, the targets, the row weights, the unfitted templates and how to
 fit them) and of the responsibilities. A worker receives one expert's
 template, rows and weights, never the mixture.
@@ -77,7 +77,7 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
 
     Parameters
     ----------
-    context : _FitContext
+    context : FitContext
         The fit's data.
     resp : ndarray of shape (n_samples, n_experts)
         The M-step's responsibilities (zero where a capacity left a row out).
@@ -236,7 +236,7 @@ def keep_better_fits(context, mstep, experts, outputs, previous, previous_output
 
     Parameters
     ----------
-    context : _FitContext
+    context : FitContext
     mstep : ndarray of shape (n_samples, n_experts)
         The M-step's responsibilities.
     experts, outputs : list
