@@ -226,7 +226,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         rng = check_random_state(self.random_state)
         if warm:
             run = EMRun(experts=self.experts_, scale=self._scale)
-            resp = self._warm_responsibilities(context)
+            # Responsibilities of the previous model on the new data.
+            resp = self._posterior(context.X, context.X_parts, context.y)[0]
             run.gate = gate_template._em_start(
                 X,
                 sample_weight,
@@ -387,11 +388,12 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             return self.n_jobs
         return self.n_jobs if effective_n_jobs(self.n_jobs) > self.n_init else 1
 
-    def _warm_responsibilities(self, context):
-        """Responsibilities of the previous model on the new data."""
-        outputs = context.outputs_of(self.experts_, context.X_parts)
-        log_lik = self._likelihood.log_likelihood(context.y, outputs, self._scale)
-        return _em.posterior(self.gate_._predict_log_proba(context.X), log_lik)[0]
+    def _posterior(self, X, X_parts, y):
+        """The fitted mixture's E-step on validated data: responsibilities
+        and per-row log-likelihood (see ``_em.posterior``)."""
+        outputs = self._expert_outputs(self.experts_, X_parts)
+        log_lik = self._likelihood.log_likelihood(y, outputs, self._scale)
+        return _em.posterior(self.gate_._predict_log_proba(X), log_lik)
 
     # ------------------------------------------------------------------
     # Prediction helpers.
@@ -481,9 +483,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         check_is_fitted(self)
         X, y = self._validate_X_y(X, y, reset=False)
         y, _ = self._validate_targets(y, reset=False)
-        outputs = self._expert_outputs(self.experts_, self._X_parts(X))
-        log_lik = self._likelihood.log_likelihood(y, outputs, self._scale)
-        return _em.posterior(self.gate_._predict_log_proba(X), log_lik)[1]
+        return self._posterior(X, self._X_parts(X), y)[1]
 
     # ------------------------------------------------------------------
     # Model selection.

@@ -33,6 +33,13 @@ def softmax_scoresT(coef, X, mean, scale):
     return scores
 
 
+def softmax_log_probaT(coef, X, mean, scale):
+    """Log gate probabilities at `coef` (shaped as the parameters), as (K, n)."""
+    scores = softmax_scoresT(coef, X, mean, scale)
+    scores -= np.log(np.exp(scores).sum(axis=0))
+    return scores
+
+
 def softmax_evaluation(params, X, mean, scale, n_experts):
     """What the gate's loss needs from its parameters, whatever the targets.
 

@@ -368,10 +368,7 @@ class SoftmaxGate(_BaseGate):
     def _predict_log_proba(self, X):
         # On the (K, n) layout (see mixexp/_softmax.py), without a
         # standardised copy of X; returned as an (n, K) view.
-        scores = _softmax.softmax_scoresT(self._params, X, self._mean, self._scale)
-        norm = np.exp(scores).sum(axis=0)
-        scores -= np.log(norm)
-        return scores.T
+        return _softmax.softmax_log_probaT(self._params, X, self._mean, self._scale).T
 
     def _n_parameters(self):
         # Softmax is blind to a shift shared by every expert's parameters.
@@ -514,11 +511,9 @@ class _SoftmaxFit:
             scores, _, log_norm = evaluation
             return (scores - log_norm).T
         with single_threaded_blas:
-            scores = _softmax.softmax_scoresT(
+            return _softmax.softmax_log_probaT(
                 self.params, self.X, self.mean, self.scale
-            )
-        scores -= np.log(np.exp(scores).sum(axis=0))
-        return scores.T
+            ).T
 
     def fitted(self):
         gate = clone(self.gate)
