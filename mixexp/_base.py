@@ -57,7 +57,7 @@ from mixexp._validation import (
 )
 from mixexp.exceptions import CollapsedExpertWarning
 from mixexp.gating import make_gate, routed_classifier
-from mixexp.partition import resolve_feature_groups
+from mixexp.partition import resolve_feature_groups, resolve_gate_features
 from mixexp.routing import load_balance, top_k_weights
 
 
@@ -77,6 +77,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             HasMethods(["fit", "predict_proba"]),
         ],
         "feature_groups": [list, tuple, None],
+        "gate_features": ["array-like", numbers.Integral, str, None],
         "training": [StrOptions({"em", "hard", "fixed"})],
         "pooling": [StrOptions({"weighted", "argmax"})],
         "top_k": [Interval(numbers.Integral, 1, None, closed="left"), None],
@@ -101,6 +102,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         gate="softmax",
         partition="kmeans",
         feature_groups=None,
+        gate_features=None,
         training="em",
         pooling="weighted",
         top_k=None,
@@ -121,6 +123,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         self.gate = gate
         self.partition = partition
         self.feature_groups = feature_groups
+        self.gate_features = gate_features
         self.training = training
         self.pooling = pooling
         self.top_k = top_k
@@ -152,7 +155,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         """Targets for the likelihood and for the experts' fit, as a pair."""
 
     @abstractmethod
-    def _likelihood_for(self, y, sample_weight):
+    def _likelihood_for(self, templates, y, sample_weight):
         """The likelihood family of the experts (see ``_likelihood.py``)."""
 
     @abstractmethod
@@ -220,7 +223,20 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             )
         y, y_fit = self._validate_targets(y, reset=True)
         sample_weight = check_sample_weight(sample_weight, X)
-        context, groups = self._prepare(X, y, y_fit, sample_weight, routed, warm)
+        context, groups, gate_columns = self._prepare(
+            X, y, y_fit, sample_weight, routed, warm
+        )
+        if warm and not np.array_equal(
+            np.arange(X.shape[1]) if gate_columns is None else gate_columns,
+            np.arange(X.shape[1])
+            if self.gate_features_ is None
+            else self.gate_features_,
+        ):
+            raise ValueError(
+                "warm_start=True continues the previous fit, whose gate saw other "
+                "columns than gate_features selects now. Set warm_start=False to "
+                "start afresh."
+            )
         gate_template = make_gate(self.gate)
 
         rng = check_random_state(self.random_state)
@@ -229,7 +245,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             # Responsibilities of the previous model on the new data.
             resp = self._posterior(context.X, context.X_parts, context.y)[0]
             run.gate = gate_template._em_start(
-                X,
+                context.X_gate,
                 sample_weight,
                 len(context.templates),
                 random_state=rng,
@@ -268,14 +284,15 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 stacklevel=4,
             )
         self.feature_groups_ = groups
+        self.gate_features_ = gate_columns
         self._store(best, context, y_fit.ndim)
         return self
 
     def _prepare(self, X, y, y_fit, sample_weight, routed, warm):
         """Check the experts against the data and gather what EM needs.
 
-        Returns the fit's data and each expert's column indices (None
-        without `feature_groups`).
+        Returns the fit's data, each expert's column indices (None without
+        `feature_groups`) and the gate's (None without `gate_features`).
         """
         templates = expert_templates(
             self.expert, self.n_experts, self.feature_groups, self._default_expert()
@@ -310,17 +327,21 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 getattr(self, "feature_names_in_", None),
             )
             X_parts = [X[:, g] for g in groups]
+        gate_columns = resolve_gate_features(
+            self.gate_features, X.shape[1], getattr(self, "feature_names_in_", None)
+        )
         splits = None
         if self.cv is not None:
             cv = check_cv(self.cv, y_fit, classifier=is_classifier(self))
             splits = list(cv.split(X, y_fit))
         context = FitContext(
             X=X,
+            X_gate=X if gate_columns is None else X[:, gate_columns],
             y=y,
             y_fit=y_fit,
             X_parts=X_parts,
             sample_weight=sample_weight,
-            likelihood=self._likelihood_for(y, sample_weight),
+            likelihood=self._likelihood_for(templates, y, sample_weight),
             # Unfitted clones: an expert is fitted on a fresh copy of its
             # prototype at every EM step.
             templates=[clone(template) for template in templates],
@@ -340,11 +361,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             tol=self.tol,
             verbose=self.verbose,
         )
-        return context, groups
+        return context, groups, gate_columns
 
     def _store(self, best, context, y_ndim):
         """Keep the winning run as the fitted model."""
-        X, sample_weight = context.X, context.sample_weight
+        sample_weight = context.sample_weight
         self.experts_ = best.experts
         self.gate_ = best.gate
         self.n_experts_ = len(context.templates)
@@ -355,11 +376,14 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         self.expert_load_ = _em.expert_shares(best.mstep, sample_weight)
         dropped = best.mstep.sum(axis=1) == 0
         self.dropped_fraction_ = sample_weight[dropped].sum() / sample_weight.sum()
-        self.load_balance_ = load_balance(np.exp(best.gate._predict_log_proba(X)))
+        self.load_balance_ = load_balance(
+            np.exp(best.gate._predict_log_proba(context.X_gate))
+        )
         self.n_reseeds_ = best.n_reseeds
         self._gate_checkpoint = best.checkpoint
         self._likelihood, self._scale = context.likelihood, best.scale
-        for name, value in context.likelihood.attributes(best.scale, y_ndim).items():
+        attributes = context.likelihood.attributes(best.scale, y_ndim, self.n_experts_)
+        for name, value in attributes.items():
             setattr(self, name, value)
 
     def _route_fit_params(self, fit_params):
@@ -393,7 +417,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         and per-row log-likelihood (see ``_em.posterior``)."""
         outputs = self._expert_outputs(self.experts_, X_parts)
         log_lik = self._likelihood.log_likelihood(y, outputs, self._scale)
-        return _em.posterior(self.gate_._predict_log_proba(X), log_lik)
+        return _em.posterior(self._log_gate(X), log_lik)
 
     # ------------------------------------------------------------------
     # Prediction helpers.
@@ -419,12 +443,18 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             return [X] * self.n_experts_
         return [X[:, g] for g in self.feature_groups_]
 
+    def _log_gate(self, X):
+        """The fitted gate's log-probabilities on validated `X`."""
+        if self.gate_features_ is not None:
+            X = X[:, self.gate_features_]
+        return self.gate_._predict_log_proba(X)
+
     def _expert_outputs(self, experts, X_parts, used=None):
         return self._outputs_function()(experts, X_parts, used)
 
     def _pooling_weights(self, X):
         """Per-row weights of each expert in the pooled prediction."""
-        gate = np.exp(self.gate_._predict_log_proba(X))
+        gate = np.exp(self._log_gate(X))
         if self.pooling == "argmax":
             return top_k_weights(gate, 1)
         if self.top_k is not None:
@@ -445,7 +475,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             ``g_k(x)`` for each row and expert; rows sum to 1.
         """
         X = self._check_predict_X(X)
-        return np.exp(self.gate_._predict_log_proba(X))
+        return np.exp(self._log_gate(X))
 
     def predict_expert(self, X):
         """Index of the most trusted expert for each row.

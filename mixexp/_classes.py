@@ -8,17 +8,19 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import get_tags
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from mixexp._base import _BaseMixtureOfExperts
-from mixexp._likelihood import CategoricalLikelihood, GaussianLikelihood, align_proba
+from mixexp._family import FAMILIES, make_likelihood, resolve_family
+from mixexp._likelihood import COVARIANCE_TYPES, CategoricalLikelihood, align_proba
 from mixexp._linear import is_plain_linear_regression
 from mixexp._mstep import fit_weighted, fit_weighted_classifier
 from mixexp._utils import single_threaded_blas
 from mixexp._validation import expert_templates
 
-_SHARED_PARAMETERS = """
+_SHARED_HEAD_PARAMETERS = """
     expert : estimator or list of estimators, default=None
         The template of every expert (cloned once per expert and EM step),
         or a list of estimators, one per expert, whose length then sets the
@@ -30,8 +32,10 @@ _SHARED_PARAMETERS = """
     n_experts : int, default=3
         Number of experts. Ignored when `expert` is a list or
         `feature_groups` is set: their length sets it.
+"""
 
-    gate : {{"softmax", "constant"}} or estimator, default="softmax"
+_SHARED_PARAMETERS = """
+    gate : {"softmax", "constant"} or estimator, default="softmax"
         The model of which expert to trust for an input:
 
         - ``"softmax"``: multinomial logistic regression on the inputs,
@@ -45,7 +49,7 @@ _SHARED_PARAMETERS = """
           ``sample_weight``, fitted on the soft responsibilities
           (:class:`~mixexp.gating.ClassifierGate`).
 
-    partition : {{"kmeans", "gmm", "random"}} or clusterer, default="kmeans"
+    partition : {"kmeans", "gmm", "random"} or clusterer, default="kmeans"
         The initial subtasks: k-means clusters of the standardised inputs,
         the posterior of a Gaussian mixture on them, random
         responsibilities, or any clusterer instance (its ``n_clusters`` or
@@ -55,9 +59,19 @@ _SHARED_PARAMETERS = """
     feature_groups : list of column selections, default=None
         One selection per expert: integer indices, column names (when `X` is
         a DataFrame) or a boolean mask. Expert ``k`` then sees only its
-        columns; the gate sees all of them. Groups may overlap.
+        columns; the gate sees all of them, or those of `gate_features`.
+        Groups may overlap.
 
-    training : {{"em", "hard", "fixed"}}, default="em"
+    gate_features : column selection, default=None
+        The columns the gate sees: integer indices, column names (when `X`
+        is a DataFrame) or a boolean mask, like one entry of
+        `feature_groups`. ``None`` means all of them. With `feature_groups`
+        for the experts, this is the concomitant-variable model of
+        flexmix: the gate decides from some columns (say, a region), the
+        experts predict from others. `predict_gate` reads only these
+        columns. The initial partition still clusters all columns.
+
+    training : {"em", "hard", "fixed"}, default="em"
         ``"em"``: soft EM, each expert fitted on all rows weighted by its
         responsibilities. ``"hard"``: classification EM, each row given to its
         most responsible expert (works for experts without
@@ -65,7 +79,7 @@ _SHARED_PARAMETERS = """
         expert on its cluster and the gate to the partition, no EM (the
         divide-and-conquer baseline).
 
-    pooling : {{"weighted", "argmax"}}, default="weighted"
+    pooling : {"weighted", "argmax"}, default="weighted"
         How predictions combine the experts: the gate-weighted sum of their
         outputs, or the output of the most trusted expert alone.
 
@@ -83,7 +97,7 @@ _SHARED_PARAMETERS = """
         responsibility); under soft EM each expert keeps its most responsible
         rows. ``None`` means no limit. It never affects ``predict``.
 
-    overflow : {{"next", "drop"}}, default="next"
+    overflow : {"next", "drop"}, default="next"
         Under ``training="hard"`` with a capacity, where a row goes when its
         expert is full: to its next choice with room, or out of every
         expert's fit for that step (counted in `dropped_fraction_`).
@@ -152,6 +166,9 @@ _SHARED_ATTRIBUTES = """
     feature_groups_ : list of ndarray of int or None
         Column indices seen by each expert.
 
+    gate_features_ : ndarray of int or None
+        Column indices seen by the gate (None: all of them).
+
     n_iter_ : int
         EM iterations of the kept run, up to the kept solution.
 
@@ -160,13 +177,17 @@ _SHARED_ATTRIBUTES = """
 
     lower_bound_ : float
         The objective EM maximised, at the kept solution: the weighted mean
-        per-row log-likelihood of the training data, less the softmax
-        gate's L2 penalty divided by the total weight (no penalty with
-        ``alpha=0`` or a constant gate, where it is exactly the mean
-        log-likelihood). Soft EM with experts whose fit maximises their
-        weighted likelihood (linear regression) never lowers it. Hard EM and
-        the out-of-fold E-step (`cv`) may: they keep the iteration where it
-        was highest.
+        per-row log-likelihood of the training data, less the penalties
+        divided by the total weight: the softmax gate's L2 penalty, and each
+        expert's where it is known (Ridge, L2 LogisticRegression, Poisson
+        and Tweedie GLMs; see the user guide's "Choosing the likelihood").
+        Without penalties (``alpha=0``, a constant gate, LinearRegression
+        experts) it is exactly the mean log-likelihood. Soft EM with experts
+        whose fit maximises their weighted (penalised) likelihood never
+        lowers it. Other experts (trees, k-NN, boosting) make EM
+        approximate: a run then also stops once the objective stops rising
+        for three iterations. Hard EM and the out-of-fold E-step (`cv`) may
+        lower it: they keep the iteration where it was highest.
 
     lower_bounds_ : list of float
         `lower_bound_` after each EM iteration of the kept run, up to the
@@ -217,12 +238,16 @@ _REFERENCES = """
 """
 
 
-def _estimator_doc(summary, default_expert, attributes, see_also, examples, notes=""):
+def _estimator_doc(
+    summary, default_expert, attributes, see_also, examples, notes="", parameters=""
+):
     """A mixture's docstring: its own sections around the shared ones."""
     return (
         summary
         + "\n    Parameters\n    ----------"
-        + _SHARED_PARAMETERS.format(default_expert=default_expert)
+        + _SHARED_HEAD_PARAMETERS.format(default_expert=default_expert)
+        + parameters
+        + _SHARED_PARAMETERS
         + "\n    Attributes\n    ----------"
         + _SHARED_ATTRIBUTES
         + attributes
@@ -302,17 +327,60 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     __doc__ = _estimator_doc(
         summary="""Mixture of experts for regression, trained by EM.
 
-    Each expert ``k`` is a regressor ``f_k`` with Gaussian noise of scale
-    ``noise_std_[k]``; the gate gives the probability ``g_k(x)`` that expert
-    ``k`` is the one to trust at ``x``. Prediction pools the experts:
-    ``sum_k g_k(x) f_k(x)`` (the mixture mean) or the most trusted expert's
-    ``f_k(x)``.
+    Each expert ``k`` is a regressor ``f_k`` whose prediction is the mean of
+    its predictive law (Gaussian by default, or the Laplace, Poisson or
+    Gamma law its loss fits: `likelihood`); the gate gives the probability
+    ``g_k(x)`` that expert ``k`` is the one to trust at ``x``. Prediction
+    pools the experts: ``sum_k g_k(x) f_k(x)`` (the mixture mean) or the
+    most trusted expert's ``f_k(x)``.
 """,
         default_expert=":class:`~sklearn.linear_model.LinearRegression`",
+        parameters="""
+    likelihood : {"auto", "gaussian", "laplace", "poisson", "gamma"}, \
+            default="auto"
+        The law of ``y`` around each expert's prediction, which scores the
+        experts in the E-step. ``"auto"`` reads it off the experts' loss, so
+        that an expert's weighted fit is its family's exact M-step:
+        ``"poisson"`` for PoissonRegressor, ``TweedieRegressor(power=1)``
+        and Poisson losses or criteria of boosting and trees; ``"gamma"``
+        for GammaRegressor, ``TweedieRegressor(power=2)`` and Gamma losses;
+        ``"laplace"`` for ``QuantileRegressor(quantile=0.5)`` and
+        absolute-error losses; a nested mixture's own family; otherwise
+        ``"gaussian"``. Experts of different families are an error. An
+        explicit family that an expert does not fit is scored anyway, with
+        an :class:`~mixexp.exceptions.ApproximateMStepWarning`. Poisson
+        needs ``y >= 0``, Gamma ``y > 0``.
+
+    covariance_type : {"diag", "full", "tied", "spherical"}, default="diag"
+        With the Gaussian family and several outputs, the structure of each
+        expert's noise covariance, as in
+        :class:`~sklearn.mixture.GaussianMixture`: ``"diag"``, independent
+        outputs; ``"full"``, a covariance matrix per expert; ``"tied"``,
+        one matrix shared by the experts; ``"spherical"``, one variance per
+        expert. Other families allow only ``"diag"``.
+""",
         attributes="""
+    likelihood_ : str
+        The likelihood family used (`likelihood` resolved).
+
     noise_std_ : ndarray of shape (`n_experts_`,) or (`n_experts_`, n_outputs)
-        Each expert's noise scale (maximum likelihood, floored at a
-        millionth of the variance of ``y``).
+        Gaussian family only: each expert's noise scale per output
+        (maximum likelihood, floored at a millionth of the variance of
+        ``y``).
+
+    covariances_ : ndarray
+        Gaussian family only: the noise covariances, in the shape
+        GaussianMixture gives its `covariances_` for `covariance_type`:
+        (`n_experts_`, n_outputs) for "diag", (`n_experts_`, n_outputs,
+        n_outputs) for "full", (n_outputs, n_outputs) for "tied",
+        (`n_experts_`,) for "spherical". Full and tied matrices include the
+        floor on their diagonal.
+
+    dispersion_ : ndarray of shape (`n_experts_`,) or (`n_experts_`, n_outputs)
+        Laplace and Gamma families only: each expert's scale, the Laplace
+        ``b`` (the weighted mean absolute residual; variance ``2 b^2``) or
+        the Gamma dispersion ``phi`` (one over the shape, by maximum
+        likelihood; variance ``phi mu^2``).
 """,
         see_also="""
     MixtureOfExpertsClassifier : The same model for class labels.
@@ -330,8 +398,85 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     array([1., 1., 1., 1.])
     >>> sorted(moe.expert_load_.round(2).tolist())  # the regimes' shares
     [0.22, 0.38, 0.4]
+
+    Counts from two Poisson regressions: Poisson experts are scored by the
+    Poisson likelihood their fit maximises.
+
+    >>> import numpy as np
+    >>> from sklearn.linear_model import PoissonRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(0, 3, size=(2000, 1))
+    >>> slope = np.where(rng.rand(2000) < 0.5, 0.6, -0.4)
+    >>> y = rng.poisson(np.exp(np.where(slope > 0, 0.5, 2.0) + slope * X[:, 0]))
+    >>> counts = MixtureOfExpertsRegressor(
+    ...     PoissonRegressor(alpha=0), n_experts=2, gate="constant", n_init=3,
+    ...     random_state=0,
+    ... ).fit(X, y)
+    >>> counts.likelihood_
+    'poisson'
+    >>> coefs = [[e.intercept_, e.coef_[0]] for e in counts.experts_]
+    >>> np.round(sorted(coefs), 1)  # intercepts and slopes (0.5, 0.6), (2, -0.4)
+    array([[ 0.5,  0.6],
+           [ 1.9, -0.4]])
     """,
     )
+
+    _parameter_constraints: dict = {
+        **_BaseMixtureOfExperts._parameter_constraints,
+        "likelihood": [StrOptions({"auto", *FAMILIES})],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+    }
+
+    def __init__(
+        self,
+        expert=None,
+        *,
+        n_experts=3,
+        likelihood="auto",
+        covariance_type="diag",
+        gate="softmax",
+        partition="kmeans",
+        feature_groups=None,
+        gate_features=None,
+        training="em",
+        pooling="weighted",
+        top_k=None,
+        capacity_factor=None,
+        overflow="next",
+        cv=None,
+        min_expert_load=None,
+        max_iter=100,
+        tol=1e-4,
+        n_init=1,
+        warm_start=False,
+        random_state=None,
+        n_jobs=None,
+        verbose=0,
+    ):
+        super().__init__(
+            expert,
+            n_experts=n_experts,
+            gate=gate,
+            partition=partition,
+            feature_groups=feature_groups,
+            gate_features=gate_features,
+            training=training,
+            pooling=pooling,
+            top_k=top_k,
+            capacity_factor=capacity_factor,
+            overflow=overflow,
+            cv=cv,
+            min_expert_load=min_expert_load,
+            max_iter=max_iter,
+            tol=tol,
+            n_init=n_init,
+            warm_start=warm_start,
+            random_state=random_state,
+            n_jobs=n_jobs,
+            verbose=verbose,
+        )
+        self.likelihood = likelihood
+        self.covariance_type = covariance_type
 
     _y_numeric = True
     _fit_one = staticmethod(fit_weighted)
@@ -355,8 +500,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
             )
         return y.reshape(y.shape[0], -1), y
 
-    def _likelihood_for(self, y, sample_weight):
-        return GaussianLikelihood.for_targets(y, sample_weight)
+    def _likelihood_for(self, templates, y, sample_weight):
+        family = resolve_family(self.likelihood, templates)
+        return make_likelihood(family, self.covariance_type, y, sample_weight)
 
     def _outputs_function(self):
         return _regression_outputs
@@ -396,7 +542,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         variance = _weighted_sum(
             weights,
             {
-                k: self._likelihood.variance(out, self._scale[k]) + (out - pred) ** 2
+                k: self._likelihood.variance(out, self._scale, k) + (out - pred) ** 2
                 for k, out in outputs.items()
             },
         )
@@ -515,7 +661,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         encoded = self.le_.transform(y)
         return encoded, encoded
 
-    def _likelihood_for(self, y, sample_weight):
+    def _likelihood_for(self, templates, y, sample_weight):
         return CategoricalLikelihood()
 
     def _outputs_function(self):

@@ -11,6 +11,18 @@ def objective_converged(objective, previous, tol):
     return previous is not None and abs(objective - previous) < tol
 
 
+def objective_plateaued(history, tol, window=3):
+    """Whether the last `window` iterations raised the best objective by < tol.
+
+    For approximate EM (experts whose fit does not maximise the penalised
+    likelihood EM scores): its objective may dip and recover around a
+    plateau, changing by more than `tol` at each step yet going nowhere.
+    """
+    if len(history) <= window:
+        return False
+    return max(history[-window:]) - max(history[:-window]) < tol
+
+
 def assignment_settled(next_assignment, assignment, before_last):
     """Whether hard EM's assignment stopped changing, or swings between two.
 

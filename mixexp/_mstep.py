@@ -15,7 +15,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.metadata_routing import _routing_enabled
 from sklearn.utils.validation import has_fit_parameter
 
+from mixexp._likelihood import GaussianLikelihood
 from mixexp._linear import fit_linear_regressions, is_plain_linear_regression
+from mixexp._penalty import expert_priors, for_mixture_weight
 from mixexp._utils import (
     run_calls,
     runs_in_parallel,
@@ -93,6 +95,7 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
     list of fitted estimators
     """
     w = context.sample_weight
+    total_weight = w.sum() if train_rows is None else w[train_rows].sum()
     negligible = _NEGLIGIBLE_RESPONSIBILITY * w
     calls, owners, linear = [], [], []
     for k, template in enumerate(context.templates):
@@ -116,6 +119,8 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
             # weights is held while the experts are fitted together.
             linear.append((k, share, rows))
             continue
+        fitted_weight = weights.sum() if rows is None else weights[rows].sum()
+        template = for_mixture_weight(template, total_weight, fitted_weight)
         # fit checked that the weights are uniform for experts that take
         # none.
         weights = weights if context.takes_weights[k] else None
@@ -263,14 +268,28 @@ def keep_better_fits(context, mstep, experts, outputs, previous, previous_output
         previous_outputs = context.outputs_of(previous, context.X_parts)
     w = context.sample_weight
     family = context.likelihood
+    if getattr(family, "covariance_type", None) == "tied":
+        # Each of the two fits compared gets its own covariance.
+        family = GaussianLikelihood(family.floor, "full")
     for k in inexact:
         if experts[k] is previous[k]:
             continue  # not refitted: no rows (see fit_experts)
         pair = [outputs[k], previous_outputs[k]]
         weights = np.repeat(mstep[:, k, np.newaxis], 2, axis=1)
-        scale = family.fit_scale(context.y, pair, weights, w)
+        priors = expert_priors(
+            [experts[k], previous[k]], [context.templates[k]] * 2, w.sum(), family.name
+        )
+        scale = family.fit_scale(context.y, pair, weights, w, priors)
         log_lik = family.log_likelihood(context.y, pair, scale)
         refit, kept = (w * mstep[:, k]) @ log_lik
+        # Penalised experts (Ridge, L2 logistic regression) maximise the
+        # penalised expected log-likelihood: compare that one.
+        penalties = [
+            family.penalty([prior], None if scale is None else scale[[i]])
+            for i, prior in enumerate(priors)
+        ]
+        if None not in penalties:
+            refit, kept = refit - penalties[0], kept - penalties[1]
         if kept > refit:
             experts[k], outputs[k] = previous[k], previous_outputs[k]
     return outputs

@@ -26,8 +26,10 @@ from mixexp._convergence import (
     abandons_an_expert,
     assignment_settled,
     objective_converged,
+    objective_plateaued,
 )
 from mixexp._mstep import fit_experts, keep_better_fits, out_of_fold_outputs
+from mixexp._penalty import expert_priors
 from mixexp._reseed import reseed, starving_experts
 from mixexp._utils import MAX_SEED, single_threaded_blas
 from mixexp.partition import initial_responsibilities
@@ -43,6 +45,7 @@ class FitContext:
     """
 
     X: np.ndarray
+    X_gate: np.ndarray  # the gate's columns of X
     y: np.ndarray  # (n, m) targets of the likelihood
     y_fit: np.ndarray  # targets as the experts are fitted on them
     X_parts: list  # each expert's columns
@@ -108,7 +111,7 @@ def _single_run(context, gate_template, init, seed):
     # EM keeps its argmax while capacity routing needs its ranking.
     resp = _em.soften(resp)
     gate = gate_template._em_start(
-        context.X,
+        context.X_gate,
         context.sample_weight,
         n_experts,
         random_state=rng,
@@ -147,20 +150,24 @@ def run_em(context, run, resp, rng):
             )
         else:
             outputs = out_of_fold_outputs(context, mstep, seeds, experts)
+        family = context.likelihood
+        priors = expert_priors(experts, context.templates, w.sum(), family.name)
         with single_threaded_blas:
-            scale = context.likelihood.fit_scale(context.y, outputs, mstep, w)
+            scale = family.fit_scale(context.y, outputs, mstep, w, priors)
+        expert_penalty = family.penalty(priors, scale)
         with warnings.catch_warnings():
             # A capped gate fit is a generalised EM step, not a failure.
             warnings.simplefilter("ignore", ConvergenceWarning)
             run.gate.improve(targets, exact=one_expert_per_row)
         with single_threaded_blas:
-            log_lik = context.likelihood.log_likelihood(context.y, outputs, scale)
+            log_lik = family.log_likelihood(context.y, outputs, scale)
         del outputs  # n x K x outputs: free before the E-step allocates
         log_gate = run.gate.log_proba()
         with single_threaded_blas:
             resp, log_prob = _em.posterior(log_gate, log_lik)
         del log_lik, log_gate
-        objective = _em.mean_log_likelihood(log_prob, w) - run.gate.penalty / w.sum()
+        penalty = run.gate.penalty + (expert_penalty or 0.0)
+        objective = _em.mean_log_likelihood(log_prob, w) - penalty / w.sum()
 
         previous = run.history[-1] if run.history else None
         run.history.append(objective)
@@ -193,6 +200,12 @@ def run_em(context, run, resp, rng):
         run.converged = run.reseeded_at != n_iter and (
             objective_converged(objective, previous, context.tol)
             or (hard and assignment_settled(next_mstep, mstep, before_last_mstep))
+            # Experts whose penalty or fit is not exact (trees, k-NN,
+            # boosting) make EM approximate: its objective may wander
+            # instead of settling, and a run stops once it stops rising.
+            or (
+                expert_penalty is None and objective_plateaued(run.history, context.tol)
+            )
         )
         if run.converged:
             break

@@ -1,6 +1,6 @@
 """Warnings that mixexp raises, so that users can filter them by category."""
 
-__all__ = ["CollapsedExpertWarning"]
+__all__ = ["ApproximateMStepWarning", "CollapsedExpertWarning"]
 
 
 class CollapsedExpertWarning(UserWarning):
@@ -21,4 +21,26 @@ class CollapsedExpertWarning(UserWarning):
     >>> from mixexp.exceptions import CollapsedExpertWarning
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore", CollapsedExpertWarning)
+    """
+
+
+class ApproximateMStepWarning(UserWarning):
+    """The experts' fit does not maximise the likelihood family EM scores.
+
+    Raised when an explicit ``likelihood`` does not match what an expert's
+    loss fits (``likelihood="poisson"`` with a least-squares expert, say):
+    each M-step is then an approximation, and EM is no longer guaranteed to
+    raise its objective at every step. ``likelihood="auto"`` picks the
+    family the experts fit.
+
+    See Also
+    --------
+    CollapsedExpertWarning : Raised when an expert was re-seeded.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from mixexp.exceptions import ApproximateMStepWarning
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", ApproximateMStepWarning)
     """

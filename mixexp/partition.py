@@ -268,13 +268,27 @@ def resolve_feature_groups(feature_groups, n_features, feature_names):
         None if feature_names is None else {n: i for i, n in enumerate(feature_names)}
     )
     return [
-        _resolve_group(group, k, n_features, names)
+        _resolve_group(group, f"feature_groups[{k}]", "every expert", n_features, names)
         for k, group in enumerate(feature_groups)
     ]
 
 
-def _resolve_group(group, k, n_features, names):
-    where = f"feature_groups[{k}]"
+def resolve_gate_features(gate_features, n_features, feature_names):
+    """Column indices the gate sees: sorted, unique, non-negative.
+
+    `gate_features` is one selection, as one entry of `feature_groups` (see
+    :func:`resolve_feature_groups`); None selects every column (and gives
+    None).
+    """
+    if gate_features is None:
+        return None
+    names = (
+        None if feature_names is None else {n: i for i, n in enumerate(feature_names)}
+    )
+    return _resolve_group(gate_features, "gate_features", "the gate", n_features, names)
+
+
+def _resolve_group(group, where, who, n_features, names):
     if isinstance(group, (str, numbers.Integral)):
         group = [group]
     if not hasattr(group, "__iter__"):
@@ -284,7 +298,7 @@ def _resolve_group(group, k, n_features, names):
         )
     items = np.asarray(list(group), dtype=object)
     if items.size == 0:
-        raise ValueError(f"{where} is empty; every expert needs at least one column.")
+        raise ValueError(f"{where} is empty; {who} needs at least one column.")
     if all(isinstance(v, (bool, np.bool_)) for v in items):
         if items.size != n_features:
             raise ValueError(
@@ -293,7 +307,7 @@ def _resolve_group(group, k, n_features, names):
             )
         indices = np.flatnonzero(items.astype(bool))
         if indices.size == 0:
-            raise ValueError(f"{where} selects no column; every expert needs one.")
+            raise ValueError(f"{where} selects no column; {who} needs one.")
         return indices
     indices = []
     for v in items:

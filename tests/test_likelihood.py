@@ -206,15 +206,17 @@ def test_gaussian_family_scale_is_the_floored_weighted_variance(rng):
     )
     assert family.n_parameters(scale) == 4  # one variance per expert and output
     np.testing.assert_array_equal(
-        family.variance(predictions[0], scale[0]), np.tile(scale[0], (50, 1))
+        family.variance(predictions[0], scale, 0), np.tile(scale[0], (50, 1))
     )
 
 
 @pytest.mark.parametrize(("y_ndim", "shape"), [(1, (3,)), (2, (3, 1))])
 def test_gaussian_family_reports_noise_std_in_the_shape_of_y(y_ndim, shape):
     scale = np.array([[4.0], [9.0], [0.25]])
-    attributes = GaussianLikelihood(np.array([1e-6])).attributes(scale, y_ndim)
-    assert list(attributes) == ["noise_std_"]
+    attributes = GaussianLikelihood(np.array([1e-6])).attributes(scale, y_ndim, 3)
+    assert list(attributes) == ["likelihood_", "noise_std_", "covariances_"]
+    assert attributes["likelihood_"] == "gaussian"
+    assert attributes["covariances_"] is scale  # GaussianMixture's (K, m)
     assert attributes["noise_std_"].shape == shape
     np.testing.assert_allclose(attributes["noise_std_"].ravel(), [2.0, 3.0, 0.5])
 
@@ -226,9 +228,9 @@ def test_categorical_family_has_no_scale(rng):
     scale = family.fit_scale(y, probas, _random_resp(rng, 20, 2), np.ones(20))
     assert scale is None
     assert family.n_parameters(scale) == 0
-    assert family.attributes(scale, 1) == {}
+    assert family.attributes(scale, 1, 2) == {}
     np.testing.assert_allclose(
         family.log_likelihood(y, probas, scale), class_log_likelihood(probas, y)
     )
     with pytest.raises(TypeError, match="no predictive variance"):
-        family.variance(probas[0], scale)
+        family.variance(probas[0], scale, 0)

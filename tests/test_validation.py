@@ -28,7 +28,12 @@ import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.linear_model import (
+    GammaRegressor,
+    LinearRegression,
+    LogisticRegression,
+    PoissonRegressor,
+)
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
@@ -642,6 +647,70 @@ CASES = [
         "y has 2 outputs, but MixtureOfExpertsRegressor was fitted with 1.",
         lambda k: k.fitted().log_likelihood(k.X, np.column_stack([k.y, k.y])),
         ("regressor",),
+    ),
+    # --- likelihood families and gate covariates ---------------------------
+    Case(
+        "likelihood-poisson-negative-y",
+        "negative y for Poisson experts (likelihood='poisson')",
+        ValueError,
+        r"likelihood='poisson' needs y >= 0",
+        "likelihood='poisson' needs y >= 0 (counts); y has ... negative values. "
+        "Use likelihood='gaussian' or 'laplace' for targets of any sign.",
+        lambda k: k.fit(expert=PoissonRegressor()),
+        ("regressor",),
+    ),
+    Case(
+        "likelihood-gamma-non-positive-y",
+        "y <= 0 for Gamma experts (likelihood='gamma')",
+        ValueError,
+        r"likelihood='gamma' needs y > 0",
+        "likelihood='gamma' needs y > 0; y has ... values <= 0. Use "
+        "likelihood='poisson' for counts with zeros, or 'gaussian' for targets of "
+        "any sign.",
+        lambda k: k.fit(expert=GammaRegressor(), y=np.abs(k.y) - 0.1),
+        ("regressor",),
+    ),
+    Case(
+        "likelihood-covariance-type",
+        "a covariance_type other than 'diag' with a non-Gaussian family",
+        ValueError,
+        r"covariance_type='full' structures a Gaussian likelihood",
+        "covariance_type='full' structures a Gaussian likelihood, but this "
+        "mixture's family is 'poisson'. Leave covariance_type='diag' (the "
+        "default), or use Gaussian experts (likelihood='gaussian').",
+        lambda k: k.fit(
+            expert=PoissonRegressor(), covariance_type="full", y=np.abs(k.y)
+        ),
+        ("regressor",),
+    ),
+    Case(
+        "likelihood-mixed-families",
+        "experts of different likelihood families",
+        ValueError,
+        r"The experts fit different likelihood families",
+        "The experts fit different likelihood families (expert[0] "
+        "(LinearRegression): gaussian, expert[1] (PoissonRegressor): poisson); "
+        "one mixture has one family. Use experts of one family, or set "
+        "likelihood= to the family to score them all by (their M-step is then "
+        "approximate).",
+        lambda k: k.fit(expert=[LinearRegression(), PoissonRegressor()], y=np.abs(k.y)),
+        ("regressor",),
+    ),
+    Case(
+        "gate-features-empty",
+        "an empty gate_features",
+        ValueError,
+        r"gate_features is empty",
+        "gate_features is empty; the gate needs at least one column.",
+        lambda k: k.fit(gate_features=[]),
+    ),
+    Case(
+        "gate-features-out-of-range",
+        "a gate_features index out of range",
+        ValueError,
+        r"gate_features has column index 5, out of range",
+        "gate_features has column index 5, out of range for X with n_features=3.",
+        lambda k: k.fit(gate_features=[0, 5]),
     ),
 ]
 
