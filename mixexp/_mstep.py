@@ -17,7 +17,7 @@ from sklearn.utils.validation import has_fit_parameter
 
 from mixexp._likelihood import GaussianLikelihood
 from mixexp._linear import fit_linear_regressions, is_plain_linear_regression
-from mixexp._penalty import expert_priors, for_mixture_weight
+from mixexp._penalty import expert_priors, mixture_weights
 from mixexp._utils import (
     run_calls,
     runs_in_parallel,
@@ -119,11 +119,13 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
             # weights is held while the experts are fitted together.
             linear.append((k, share, rows))
             continue
-        fitted_weight = weights.sum() if rows is None else weights[rows].sum()
-        template = for_mixture_weight(template, total_weight, fitted_weight)
         # fit checked that the weights are uniform for experts that take
         # none.
-        weights = weights if context.takes_weights[k] else None
+        weights = (
+            mixture_weights(template, weights, total_weight)
+            if context.takes_weights[k]
+            else None
+        )
         calls.append(
             (
                 _fit_expert,
@@ -276,8 +278,13 @@ def keep_better_fits(context, mstep, experts, outputs, previous, previous_output
             continue  # not refitted: no rows (see fit_experts)
         pair = [outputs[k], previous_outputs[k]]
         weights = np.repeat(mstep[:, k, np.newaxis], 2, axis=1)
+        expert_weight = w @ mstep[:, k]
         priors = expert_priors(
-            [experts[k], previous[k]], [context.templates[k]] * 2, w.sum(), family.name
+            [experts[k], previous[k]],
+            [context.templates[k]] * 2,
+            [expert_weight] * 2,
+            w.sum(),
+            family.name,
         )
         scale = family.fit_scale(context.y, pair, weights, w, priors)
         log_lik = family.log_likelihood(context.y, pair, scale)

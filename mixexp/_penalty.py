@@ -2,52 +2,64 @@
 
 EM maximises the weighted mean log-likelihood less the penalties, divided
 by the total weight ``W``. A penalised expert (Ridge, an L2 logistic
-regression, a GLM with ``alpha``) maximises its own penalised weighted
-likelihood in the M-step; counting the same penalty in the objective makes
-the M-step exact again, so that EM raises what it reports. An expert whose
-penalty is not known here (trees, k-NN, boosting, pipelines) makes the
-M-step approximate: its penalty is ``None``.
+regression, a Poisson GLM with ``alpha``) maximises its own penalised
+weighted likelihood in the M-step; counting the same penalty in the
+objective makes the M-step exact again, so that the objective EM reports is
+the one its M-step raises. An expert whose penalty is not known here
+(trees, k-NN, boosting, pipelines) makes the M-step approximate: its
+penalty is ``None``.
+
+Each expert pays its share of the training weight, ``W_k / W``, of the
+penalty the plain estimator pays on all rows: an expert fitted on every row
+pays it in full, and splitting an expert into two with the same
+coefficients costs nothing. (A penalty that did not scale with the share
+would push EM to merge experts, one collapse at a time, for no gain in
+fit.) scikit-learn's GLMs average their loss over the sample weights, so
+their ``alpha`` already scales this way. Ridge and LogisticRegression sum
+their loss: their weights are rescaled to sum to ``W``
+(:func:`mixture_weights`), which leaves their parameters as the user set
+them.
+
+The E-step's responsibilities stay the posterior of the mixture, so that
+the objective is monotone up to the change of the shares times each
+expert's penalty per unit of weight: a second-order term that vanishes as
+EM converges (a dip of 2e-6 against a rise of 0.3 in
+tests/test_families.py).
 
 An expert's *prior* is one of
 
 - ``0.0``: no penalty (LinearRegression, a constant DummyRegressor);
 - a float: the penalty in log-likelihood units (an L2 logistic regression:
-  ``||coef||^2 / (2 C)``; a Poisson GLM: ``W alpha ||coef||^2 / 2``);
-- an (m, m) ndarray: a Gaussian prior's scatter ``alpha B^T B`` (Ridge),
-  whose penalty ``trace(Sigma^-1 alpha B^T B) / 2`` depends on the noise
-  covariance ``Sigma`` and enters its M-step (see ``_likelihood.py``);
+  ``W_k / W ||coef||^2 / (2 C)``; a Poisson GLM: ``W_k alpha ||coef||^2 /
+  2``);
+- an (m, m) ndarray: a Gaussian prior's scatter ``W_k / W alpha B^T B``
+  (Ridge), whose penalty ``trace(Sigma^-1 scatter) / 2`` depends on the
+  noise covariance ``Sigma`` and enters its M-step (see ``_likelihood.py``);
 - ``None``: not known.
-
-scikit-learn's GLMs (PoissonRegressor, GammaRegressor, TweedieRegressor)
-average their loss over the sample weights, so that ``alpha`` is a penalty
-per unit of weight. In a mixture, the unit is the mixture's training weight
-``W``: an expert that holds ``W_k`` of it is fitted with ``alpha W / W_k``
-(:func:`for_mixture_weight`). Its penalty, ``W alpha ||coef||^2 / 2``, then
-no longer moves with the responsibilities, and the objective is
-``mean log-likelihood - sum_k alpha ||coef_k||^2 / 2`` as for one GLM.
 """
 
 import numbers
 
 import numpy as np
-from sklearn.base import clone
 
 from mixexp._family import FAMILIES, family_of
 
 _GLMS = ("PoissonRegressor", "GammaRegressor", "TweedieRegressor")
+_SUMMED_LOSSES = ("Ridge", "LogisticRegression")
 
 
-def for_mixture_weight(template, total_weight, expert_weight):
-    """The template to fit on `expert_weight` of `total_weight` (see above)."""
-    if type(template).__name__ not in _GLMS or expert_weight <= 0:
-        return template
-    alpha = template.get_params(deep=False)["alpha"]
-    if alpha == 0:
-        return template
-    return clone(template).set_params(alpha=alpha * total_weight / expert_weight)
+def mixture_weights(template, weights, total_weight):
+    """An expert's fit weights, rescaled to sum to `total_weight` if its
+    loss is a sum (Ridge, LogisticRegression; see the module docstring)."""
+    if type(template).__name__ not in _SUMMED_LOSSES:
+        return weights
+    fitted_weight = weights.sum()
+    if fitted_weight <= 0:
+        return weights
+    return weights * (total_weight / fitted_weight)
 
 
-def expert_priors(experts, templates, total_weight, family):
+def expert_priors(experts, templates, expert_weights, total_weight, family):
     """Each fitted expert's prior (see the module docstring).
 
     Parameters
@@ -55,6 +67,8 @@ def expert_priors(experts, templates, total_weight, family):
     experts : list of fitted estimators
     templates : list of estimators
         The unfitted experts, with the user's parameters.
+    expert_weights : ndarray of shape (K,)
+        ``W_k``, each expert's weight in the M-step that fitted it.
     total_weight : float
         ``W``, the mixture's training weight.
     family : str
@@ -62,12 +76,14 @@ def expert_priors(experts, templates, total_weight, family):
         for another family has no known penalty under this one.
     """
     return [
-        _prior(expert, template, total_weight, family)
-        for expert, template in zip(experts, templates, strict=True)
+        _prior(expert, template, share, total_weight, family)
+        for expert, template, share in zip(
+            experts, templates, np.asarray(expert_weights) / total_weight, strict=True
+        )
     ]
 
 
-def _prior(expert, template, total_weight, family):
+def _prior(expert, template, share, total_weight, family):
     name = type(expert).__name__
     if name in ("DummyRegressor", "DummyClassifier"):
         return 0.0
@@ -81,18 +97,20 @@ def _prior(expert, template, total_weight, family):
         if not isinstance(alpha, numbers.Real):
             return None  # one alpha per output: no shared Gaussian prior
         coef = np.atleast_2d(expert.coef_)  # (m, p)
-        return alpha * (coef @ coef.T)
+        return share * alpha * (coef @ coef.T)
     if name == "LogisticRegression":
-        return _logistic_penalty(expert, params)
+        penalty = _logistic_penalty(expert, params)
+        return None if penalty is None else share * penalty
     if name in _GLMS:
         alpha = params["alpha"]
         if alpha == 0:
             return 0.0
+        expert_weight = share * total_weight
         if family == "poisson":
-            return total_weight * alpha * float(np.sum(expert.coef_**2)) / 2.0
+            return expert_weight * alpha * float(np.sum(expert.coef_**2)) / 2.0
         if family == "gaussian":  # TweedieRegressor(power=0): a ridge prior
             coef = np.atleast_2d(expert.coef_)
-            return total_weight * alpha * (coef @ coef.T)
+            return expert_weight * alpha * (coef @ coef.T)
         # A Gamma GLM's penalty is scaled by the dispersion in
         # log-likelihood units; its M-step is left approximate.
         return None

@@ -151,7 +151,9 @@ def run_em(context, run, resp, rng):
         else:
             outputs = out_of_fold_outputs(context, mstep, seeds, experts)
         family = context.likelihood
-        priors = expert_priors(experts, context.templates, w.sum(), family.name)
+        priors = expert_priors(
+            experts, context.templates, w @ mstep, w.sum(), family.name
+        )
         with single_threaded_blas:
             scale = family.fit_scale(context.y, outputs, mstep, w, priors)
         expert_penalty = family.penalty(priors, scale)
@@ -197,14 +199,21 @@ def run_em(context, run, resp, rng):
                 history=list(run.history),
                 n_iter=n_iter,
             )
-        run.converged = run.reseeded_at != n_iter and (
-            objective_converged(objective, previous, context.tol)
-            or (hard and assignment_settled(next_mstep, mstep, before_last_mstep))
-            # Experts whose penalty or fit is not exact (trees, k-NN,
-            # boosting) make EM approximate: its objective may wander
-            # instead of settling, and a run stops once it stops rising.
-            or (
-                expert_penalty is None and objective_plateaued(run.history, context.tol)
+        run.converged = (
+            run.reseeded_at != n_iter
+            and (
+                objective_converged(objective, previous, context.tol)
+                or (hard and assignment_settled(next_mstep, mstep, before_last_mstep))
+                # Experts whose penalty or fit is not exact (trees, k-NN,
+                # boosting) make EM approximate: its objective may wander
+                # instead of settling, and a run stops once it stops rising.
+                # A re-seed starts a new climb: only its iterations count.
+                or (
+                    expert_penalty is None
+                    and objective_plateaued(
+                        run.history[max(run.reseeded_at, 0) :], context.tol
+                    )
+                )
             )
         )
         if run.converged:
