@@ -398,3 +398,16 @@ class FixedLabels:
 
     def fit_predict(self, X, y=None):
         return self.fit(X).labels_
+
+
+def flexmix_rule_iteration(history, n_samples, tolerance):
+    """First iteration at which flexmix's stopping rule holds on a history.
+
+    `history` holds mean log-likelihoods (mixexp's ``lower_bounds_``); the
+    rule is on totals: ``|L_t - L_{t-1}| / (|L_t| + 0.1) < tolerance``.
+    """
+    total = np.asarray(history) * n_samples
+    for t in range(1, len(total)):
+        if abs(total[t] - total[t - 1]) / (abs(total[t]) + 0.1) < tolerance:
+            return t + 1
+    return None

@@ -53,6 +53,7 @@ import numpy as np
 from _common import (
     FixedLabels,
     LoadMeter,
+    flexmix_rule_iteration,
     markdown_table,
     median_time,
     print_machine,
@@ -100,19 +101,6 @@ for (tol in tolerances) {
     paste(sprintf("%.6f", elapsed), collapse = ",")))
 }
 """
-
-
-def flexmix_rule_iteration(history, n_samples, tolerance=FLEXMIX_TOLERANCE):
-    """First iteration at which flexmix's stopping rule holds on a history.
-
-    `history` holds mean log-likelihoods (mixexp's ``lower_bounds_``); the
-    rule is on totals: ``|L_t - L_{t-1}| / (|L_t| + 0.1) < tolerance``.
-    """
-    total = np.asarray(history) * n_samples
-    for t in range(1, len(total)):
-        if abs(total[t] - total[t - 1]) / (abs(total[t]) + 0.1) < tolerance:
-            return t + 1
-    return None
 
 
 def run_flexmix(X, y, labels, repeats, tolerances):
@@ -232,7 +220,7 @@ def main(argv=None):
     history = fixed["model"].lower_bounds_
     final_total = history[-1] * n
     equiv_tol = FLEXMIX_TOLERANCE * (abs(final_total) + 0.1) / n
-    rule_iter = flexmix_rule_iteration(history, n)
+    rule_iter = flexmix_rule_iteration(history, n, FLEXMIX_TOLERANCE)
     print(
         f"mixexp tol equivalent to flexmix's relative tolerance "
         f"{FLEXMIX_TOLERANCE:g}: {equiv_tol:.3g} on the mean log-likelihood "

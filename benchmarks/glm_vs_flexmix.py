@@ -65,6 +65,7 @@ import numpy as np
 from _common import (
     FixedLabels,
     LoadMeter,
+    flexmix_rule_iteration,
     markdown_table,
     median_time,
     print_machine,
@@ -100,19 +101,6 @@ def make_data(n_samples, seed):
     y = rng.poisson(np.exp(BETA[component, 0] + BETA[component, 1] * x))
     labels = rng.integers(0, N_EXPERTS, size=n_samples)
     return np.column_stack([x, z]), y.astype(float), component, labels
-
-
-def flexmix_rule_iteration(history, n_samples, tolerance):
-    """First iteration at which flexmix's stopping rule holds on a history.
-
-    `history` holds mean log-likelihoods (mixexp's ``lower_bounds_``); the
-    rule is on totals: ``|L_t - L_{t-1}| / (|L_t| + 0.1) < tolerance``.
-    """
-    total = np.asarray(history) * n_samples
-    for t in range(1, len(total)):
-        if abs(total[t] - total[t - 1]) / (abs(total[t]) + 0.1) < tolerance:
-            return t + 1
-    return None
 
 
 def equivalent_tol(tolerance, total_loglik, n_samples):
