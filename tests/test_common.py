@@ -46,12 +46,24 @@ def _expected_failed_checks(estimator):
     return {"check_sample_weight_equivalence_on_dense_data": _RANDOM_START}
 
 
+def _listed(mark):
+    """The same ``parametrize`` mark with its values in a list.
+
+    scikit-learn 1.6 hands pytest a generator of (estimator, check) pairs,
+    which pytest 9 refuses; later releases hand it a list.
+    """
+    argnames, argvalues = mark.args
+    return pytest.mark.parametrize(argnames, list(argvalues), **mark.kwargs)
+
+
 # The checks fit on tiny data sets where EM may stop at max_iter or an expert
 # may collapse; those warnings are tested where they are meant to fire.
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.filterwarnings("ignore::mixexp.exceptions.CollapsedExpertWarning")
-@parametrize_with_checks(
-    list(_estimators()), expected_failed_checks=_expected_failed_checks
+@_listed(
+    parametrize_with_checks(
+        list(_estimators()), expected_failed_checks=_expected_failed_checks
+    )
 )
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
