@@ -27,7 +27,12 @@ extensions = [
     "numpydoc",
     "sphinx_gallery.gen_gallery",
     "myst_parser",
+    "matplotlib.sphinxext.plot_directive",
 ]
+# The quick start's figure: the code shown, run at build time.
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 100)]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
@@ -79,7 +84,8 @@ sphinx_gallery_conf = {
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"mixexp {version}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["mixexp.css"]
 html_show_sourcelink = False
 html_theme_options = {
     "navigation_with_keys": False,

@@ -21,6 +21,7 @@ __all__ = ["make_regimes", "make_xor"]
         "n_features": [Interval(numbers.Integral, 1, None, closed="left")],
         "noise": [Interval(numbers.Real, 0, None, closed="left")],
         "return_regimes": ["boolean"],
+        "coef": ["boolean"],
         "random_state": ["random_state"],
     },
     prefer_skip_nested_validation=True,
@@ -32,6 +33,7 @@ def make_regimes(
     n_features=2,
     noise=0.1,
     return_regimes=False,
+    coef=False,
     random_state=None,
 ):
     """Regression data made of linear regimes in regions of the input space.
@@ -55,6 +57,10 @@ def make_regimes(
         Standard deviation of the Gaussian noise added to the targets.
     return_regimes : bool, default=False
         If True, also return the regime index of each row.
+    coef : bool, default=False
+        If True, also return each regime's true intercept and coefficients
+        (as :func:`~sklearn.datasets.make_regression` returns its
+        coefficients), to compare fitted experts with.
     random_state : int, RandomState instance or None, default=None
         Seed of the random draws.
 
@@ -66,6 +72,10 @@ def make_regimes(
         Targets.
     regimes : ndarray of shape (n_samples,)
         Regime of each row; only when `return_regimes` is True.
+    coef : ndarray of shape (n_regimes, n_features + 1)
+        Each regime's intercept (column 0) and coefficients (the others):
+        regime ``r`` is ``y = coef[r, 0] + X @ coef[r, 1:] + noise``. Only
+        when `coef` is True.
 
     See Also
     --------
@@ -77,19 +87,25 @@ def make_regimes(
     >>> X, y, regimes = make_regimes(n_samples=5, return_regimes=True, random_state=0)
     >>> X.shape, y.shape, regimes.shape
     ((5, 2), (5,), (5,))
+    >>> X, y, true = make_regimes(n_samples=5, noise=0.0, coef=True, random_state=0)
+    >>> true.shape  # an intercept and two slopes per regime
+    (3, 3)
     """
     rng = check_random_state(random_state)
     centres = rng.uniform(-2.0, 2.0, size=(n_regimes, n_features))
-    coef = rng.normal(scale=2.0, size=(n_regimes, n_features))
+    slopes = rng.normal(scale=2.0, size=(n_regimes, n_features))
     intercept = rng.normal(scale=2.0, size=n_regimes)
     X = rng.uniform(-3.0, 3.0, size=(n_samples, n_features))
     sq_dist = ((X[:, np.newaxis, :] - centres[np.newaxis]) ** 2).sum(axis=2)
     regimes = np.argmin(sq_dist, axis=1)
-    y = np.einsum("ij,ij->i", X, coef[regimes]) + intercept[regimes]
+    y = np.einsum("ij,ij->i", X, slopes[regimes]) + intercept[regimes]
     y += noise * rng.standard_normal(n_samples)
+    out = [X, y]
     if return_regimes:
-        return X, y, regimes
-    return X, y
+        out.append(regimes)
+    if coef:
+        out.append(np.column_stack([intercept, slopes]))
+    return tuple(out)
 
 
 @validate_params(

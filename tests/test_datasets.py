@@ -37,6 +37,26 @@ def test_make_regimes_shapes(n_samples, n_regimes, n_features):
     assert regimes.max() < n_regimes
 
 
+def test_make_regimes_returns_the_coefficients_that_make_y():
+    X, y, regimes, coef = make_regimes(
+        300,
+        n_regimes=4,
+        n_features=3,
+        noise=0.0,
+        return_regimes=True,
+        coef=True,
+        random_state=2,
+    )
+    assert coef.shape == (4, 4)
+    np.testing.assert_allclose(
+        y, coef[regimes, 0] + np.einsum("ij,ij->i", X, coef[regimes, 1:])
+    )
+    # The same draws as without coef=True.
+    X2, y2 = make_regimes(300, n_regimes=4, n_features=3, noise=0.0, random_state=2)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+
+
 def test_make_regimes_inputs_in_range():
     X, _ = make_regimes(500, n_features=3, random_state=1)
     assert X.min() >= -3.0

@@ -62,6 +62,7 @@ regions.ax_.scatter(
 regions.ax_.set_title("gate: whom to trust")
 
 ExpertLoadDisplay.from_estimator(moe, ax=axes[2], name="subtasks: share of data")
+plt.show()
 
 # %%
 # Each expert recovers one regime's linear function: its coefficients, and a

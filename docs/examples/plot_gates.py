@@ -33,6 +33,18 @@ for ax, (name, gate) in zip(axes, gates.items(), strict=True):
     moe.fit(X, y)
     GateRegionsDisplay.from_estimator(moe, X, ax=ax, legend=False)
     ax.set_title(f"{name}\nR2 = {moe.score(X, y):.3f}")
+    if gate == "constant":
+        # One set of weights everywhere: no region to draw, so say them.
+        weights = ", ".join(f"{g:.2f}" for g in moe.predict_gate(X[:1])[0])
+        ax.text(
+            0.5,
+            0.5,
+            f"the same weights\neverywhere:\n({weights})",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=12,
+        )
 
 # %%
 # A tree is not fitted by maximum likelihood on the soft targets, so with a

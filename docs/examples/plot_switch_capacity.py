@@ -55,6 +55,7 @@ for ax, column, title in [(axes[0], 0, "rows dropped"), (axes[1], 1, "places emp
         ax.plot(factors, costs[:, column], color=color, label=name)
     ax.set(xlabel="capacity_factor", ylabel="share", title=title)
 axes[0].legend()
+plt.show()
 
 # %%
 # ``predict`` never applies a capacity (a row's prediction does not depend

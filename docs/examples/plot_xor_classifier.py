@@ -55,4 +55,4 @@ axes[1].scatter(
     edgecolor="black",
     linewidth=0.4,
 )
-axes[1].set_title("pooled P(class 1)")
+axes[1].set(title="pooled P(class 1)", xlabel="x[0]", ylabel="x[1]")
