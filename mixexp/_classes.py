@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.dummy import DummyClassifier
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import get_tags
@@ -554,6 +554,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     def _n_expert_parameters(self, expert):
         if isinstance(expert, _BaseMixtureOfExperts):
             return expert._n_parameters()
+        if isinstance(expert, DummyRegressor):
+            # A fitted mean or median per output; a given constant is free.
+            return 0 if expert.strategy == "constant" else expert.constant_.size
         if hasattr(expert, "coef_") and hasattr(expert, "intercept_"):
             n_intercepts = np.size(expert.intercept_)
             if not getattr(expert, "fit_intercept", True):

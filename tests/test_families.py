@@ -174,6 +174,24 @@ def test_laplace_experts_recover_two_median_regressions():
     np.testing.assert_allclose(model.log_likelihood(X, y), expected, rtol=0, atol=1e-8)
 
 
+def test_the_out_of_fold_e_step_scores_by_the_family():
+    rng = np.random.RandomState(16)
+    X, regime = _two_regimes(1500, rng)
+    y = rng.poisson(np.exp(np.where(regime, 0.5 + 0.6 * X[:, 0], 2.0 - 0.4 * X[:, 0])))
+    model = MixtureOfExpertsRegressor(
+        PoissonRegressor(alpha=0),
+        n_experts=2,
+        gate="constant",
+        cv=3,
+        n_init=2,
+        random_state=0,
+    ).fit(X, y)
+    assert model.likelihood_ == "poisson"
+    np.testing.assert_allclose(
+        _sorted_coefficients(model), [[0.5, 0.6], [2.0, -0.4]], atol=0.15
+    )
+
+
 def test_return_std_follows_the_family():
     # One Poisson expert: the predictive variance is its mean.
     rng = np.random.RandomState(3)
@@ -337,6 +355,10 @@ def test_intercept_only_experts_are_a_gaussian_mixture_of_y(covariance_type):
     )
     # noise_std_ is the marginal scale of each output in every structure.
     assert model.noise_std_.shape == (3, 2)
+    # Parameters are counted as GaussianMixture counts them: means,
+    # covariances of the structure, mixing proportions.
+    assert model._n_parameters() == reference._n_parameters()
+    assert model.bic(X, y) == pytest.approx(reference.bic(y), rel=1e-6)
 
 
 def _precisions(covariances, covariance_type):
