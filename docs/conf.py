@@ -6,6 +6,7 @@ figures are drawn with matplotlib's Agg backend.
 """
 
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +27,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
-    "myst_parser",
+    "myst_nb",
     "matplotlib.sphinxext.plot_directive",
 ]
 # The quick start's figure: the code shown, run at build time.
@@ -34,9 +35,28 @@ plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [("png", 100)]
 
-source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "examples/README.rst"]
+exclude_patterns = [
+    "_build",
+    "**.ipynb_checkpoints",
+    "examples/README.rst",
+    # sphinx-gallery's downloadable notebooks, not pages of their own
+    "auto_examples/*.ipynb",
+]
+
+# The teaching notebooks live in notebooks/ (stored without outputs); each
+# build copies them here and runs them, so the site shows their figures as
+# the current code draws them.
+NOTEBOOKS = HERE / "notebooks_rendered"
+shutil.rmtree(NOTEBOOKS, ignore_errors=True)
+NOTEBOOKS.mkdir()
+for notebook in sorted((HERE.parent / "notebooks").glob("*.ipynb")):
+    shutil.copy(notebook, NOTEBOOKS / notebook.name)
+nb_execution_mode = "force"
+nb_execution_timeout = 300
+nb_execution_raise_on_error = True
+nb_execution_excludepatterns = ["auto_examples/*"]
+myst_enable_extensions = ["dollarmath", "amsmath"]
 templates_path = ["_templates"]
 default_role = "literal"
 pygments_style = "sphinx"
