@@ -30,8 +30,9 @@ from sklearn.base import (
     is_classifier,
 )
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import check_cv
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metadata_routing import (
     MetadataRouter,
@@ -56,7 +57,7 @@ from mixexp._validation import (
     expert_templates,
 )
 from mixexp.exceptions import CollapsedExpertWarning
-from mixexp.gating import make_gate, routed_classifier
+from mixexp.gating import ConstantGate, SoftmaxGate, make_gate, routed_classifier
 from mixexp.partition import resolve_feature_groups, resolve_gate_features
 from mixexp.routing import load_balance, top_k_weights
 
@@ -336,6 +337,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             splits = list(cv.split(X, y_fit))
         context = FitContext(
             X=X,
+            # The clusterings of the initial partition and of re-seeding take
+            # no missing values: they see them as the column's mean.
+            X_filled=SimpleImputer().fit_transform(X) if np.isnan(X).any() else X,
             X_gate=X if gate_columns is None else X[:, gate_columns],
             y=y,
             y_fit=y_fit,
@@ -431,12 +435,43 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             dtype=np.float64,
             multi_output=True,
             y_numeric=self._y_numeric,
+            ensure_all_finite="allow-nan" if self._nan_allowed() else True,
         )
 
     def _check_predict_X(self, X):
         check_is_fitted(self)
         check_2d(X)
-        return validate_data(self, X, reset=False, dtype=np.float64)
+        return validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=np.float64,
+            ensure_all_finite="allow-nan" if self._nan_allowed() else True,
+        )
+
+    def _nan_allowed(self):
+        """Whether every expert and the gate take missing values (NaN) in X.
+
+        Then the mixture passes them through; the initial partition and the
+        re-seeding, which cluster, see a missing value as its column's mean.
+        """
+        if isinstance(self.gate, str):
+            gate_takes_nan = self.gate == "constant"  # it never reads X
+        elif isinstance(self.gate, ConstantGate):
+            gate_takes_nan = True
+        else:
+            gate_takes_nan = not isinstance(self.gate, SoftmaxGate) and (
+                get_tags(self.gate).input_tags.allow_nan
+            )
+        if not gate_takes_nan:
+            return False
+        try:
+            templates = expert_templates(
+                self.expert, self.n_experts, self.feature_groups, self._default_expert()
+            )
+        except (TypeError, ValueError):
+            return False
+        return all(get_tags(t).input_tags.allow_nan for t in templates)
 
     def _X_parts(self, X):
         if self.feature_groups_ is None:
@@ -622,5 +657,5 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = self._nan_allowed()
         return tags

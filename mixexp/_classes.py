@@ -55,6 +55,11 @@ _SHARED_PARAMETERS = """
         responsibilities, or any clusterer instance (its ``n_clusters`` or
         ``n_components`` is set to the number of experts). Under soft EM a
         hard partition is softened (80% of a row's weight on its cluster).
+        When every expert and the gate take missing values (NaN in `X`,
+        scikit-learn's ``allow_nan`` tag: HistGradientBoosting, trees, a
+        constant gate), the mixture passes them through to them; the
+        clustering then sees each missing value as its column's mean, in a
+        copy used only for the initial partition (and for re-seeding).
 
     feature_groups : list of column selections, default=None
         One selection per expert: integer indices, column names (when `X` is

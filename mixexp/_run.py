@@ -45,6 +45,7 @@ class FitContext:
     """
 
     X: np.ndarray
+    X_filled: np.ndarray  # X, its missing values (if any) by column means
     X_gate: np.ndarray  # the gate's columns of X
     y: np.ndarray  # (n, m) targets of the likelihood
     y_fit: np.ndarray  # targets as the experts are fitted on them
@@ -105,7 +106,7 @@ def _single_run(context, gate_template, init, seed):
     rng = np.random.RandomState(seed)
     n_experts = len(context.templates)
     resp = initial_responsibilities(
-        context.X, context.partition, n_experts, context.sample_weight, rng
+        context.X_filled, context.partition, n_experts, context.sample_weight, rng
     )
     # Softened for every training mode: soft EM starts from it, and hard
     # EM keeps its argmax while capacity routing needs its ranking.
@@ -255,7 +256,7 @@ def _reseed_starving(context, run, resp, log_prob):
         resp,
         starving,
         log_prob,
-        context.X,
+        context.X_filled,
         context.sample_weight,
         context.min_expert_load,
     )

@@ -1,6 +1,10 @@
 """scikit-learn's own estimator checks on every public estimator and setting."""
 
 import pytest
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -28,6 +32,23 @@ def _estimators():
     for cls in (MixtureOfExpertsRegressor, MixtureOfExpertsClassifier):
         for params in CONFIGURATIONS:
             yield cls(random_state=0, **params)
+    # Experts and a gate that take missing values: the mixture passes them
+    # through (its allow_nan tag is set, and the checks feed it NaN).
+    gate = HistGradientBoostingClassifier(max_iter=5)
+    yield MixtureOfExpertsRegressor(
+        HistGradientBoostingRegressor(max_iter=5),
+        gate=gate,
+        n_experts=2,
+        max_iter=10,
+        random_state=0,
+    )
+    yield MixtureOfExpertsClassifier(
+        HistGradientBoostingClassifier(max_iter=5),
+        gate=gate,
+        n_experts=2,
+        max_iter=10,
+        random_state=0,
+    )
 
 
 # The one place where checks that do not apply to a mixture are listed.

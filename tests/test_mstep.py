@@ -26,6 +26,7 @@ def _context(templates, X, y, sample_weight=None):
     y2 = y.reshape(n_samples, -1)
     return FitContext(
         X=X,
+        X_filled=X,
         X_gate=X,
         y=y2,
         y_fit=y,
