@@ -204,6 +204,12 @@ def _mixture(operator):
 
 def _convert_regressor(scope, operator, container):
     model = _mixture(operator)
+    if container.get_options(model, {"return_std": False})["return_std"]:
+        raise TypeError(
+            "predict(return_std=True) cannot be exported to ONNX: the graph "
+            "gives the pooled prediction only. Compute the predictive spread "
+            "in Python, or export without the return_std option."
+        )
     opv = container.target_opset
     X = operator.inputs[0]
     dtype = guess_numpy_type(X.type)
@@ -283,6 +289,9 @@ update_registered_converter(
     "MixexpMixtureOfExpertsRegressor",
     _regressor_shape,
     _convert_regressor,
+    # Declared so that asking for it gets a clear refusal, not skl2onnx's
+    # "unknown option".
+    options={"return_std": [False, True]},
 )
 update_registered_converter(
     MixtureOfExpertsClassifier,

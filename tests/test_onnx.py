@@ -122,3 +122,14 @@ def test_an_expert_skl2onnx_cannot_convert_is_named():
     ).fit(X_train, y_train)
     with pytest.raises(TypeError, match=r"expert 1 \(_Unconvertible\) cannot be"):
         to_onnx(model, X_train[:1].astype(np.float32))
+
+
+def test_return_std_is_refused_by_name():
+    X_train, _, y_train, _ = _regimes()
+    model = MixtureOfExpertsRegressor(n_experts=2, random_state=0).fit(X_train, y_train)
+    with pytest.raises(TypeError, match=r"return_std=True\) cannot be exported"):
+        to_onnx(
+            model,
+            X_train[:1].astype(np.float32),
+            options={id(model): {"return_std": True}},
+        )
