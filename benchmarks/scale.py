@@ -39,10 +39,39 @@ gate:
 The project's target: at 200,000 x 20 with 8 experts, one EM iteration at
 most 12x one LinearRegression fit and peak memory at most 6x X.
 
+Two more tables measure the cost of many experts:
+
+- the **K table**: the same per-iteration time, ratio to one
+  LinearRegression fit and peak memory at 100,000 x 20 for K = 8, 16, 32,
+  64, with the mixture started as a new user would (``partition="random"``,
+  no fixed labels), on the smooth surface below (``--k-table-data regimes``:
+  on ``make_regimes`` data instead; ``--k-table-start kmeans``: from the
+  grid's k-means labels fixed in advance);
+- the **default-fit table**: ``MixtureOfExpertsRegressor(n_experts=K,
+  random_state=0)``, every other parameter at its default, fitted to
+  convergence (or ``max_iter``) on the smooth surface: ``X ~ N(0, 1)`` of
+  shape 100,000 x 20 and ``y = 3 sin(2 x0) + 2 |x1| + x2 x3 + 0.3 X b +
+  N(0, 0.3^2)``, ``b ~ N(0, 1)`` (``numpy.random.default_rng(0)`` draws X,
+  then b, then the noise), for K = 16 and 32. It reports iterations,
+  convergence, ``lower_bound_``, the total fit time and its cost in
+  LinearRegression fits on the same rows (timed in the same run, three fits
+  before and three after each mixture fit, median), next to the time per
+  iteration: total / iterations, and the marginal cost of an iteration
+  after the first, ``(t(fit) - t(max_iter=1)) / (n_iter_ - 1)``;
+- the **many-experts targets**: at 100,000 x 20 and K = 64, one EM
+  iteration at most 10 LinearRegression fits and peak memory at most 4x X;
+  the default fits at K = 16 and 32 converge, at most 150 and 600
+  LinearRegression fits, to a ``lower_bound_`` at least the one of the code
+  these targets were set against (-1.006 and -0.739); at 200,000 x 20 and
+  K = 8, one EM iteration at most 3 fits and peak memory at most 3x X.
+
 Run from the repository root::
 
-    python benchmarks/scale.py           # n up to 2e5 (a few minutes)
-    python benchmarks/scale.py --full    # adds n = 1e6
+    python benchmarks/scale.py                 # everything (about 20 minutes)
+    python benchmarks/scale.py --grid          # the (n, K) grid and target
+    python benchmarks/scale.py --full --grid   # the grid with n = 1e6
+    python benchmarks/scale.py --k-table       # K = 8 ... 64 at 100,000 x 20
+    python benchmarks/scale.py --default-fits --fit-ks 16 32
 """
 
 import argparse
@@ -84,6 +113,19 @@ DEFAULT_NS = [1_000, 10_000, 100_000, 200_000]
 FULL_NS = [*DEFAULT_NS, 1_000_000]
 DEFAULT_KS = [2, 4, 8, 16, 32]
 TARGET = {"n": 200_000, "K": 8, "time_ratio": 12.0, "memory_ratio": 6.0}
+K_TABLE_N = 100_000
+K_TABLE_KS = [8, 16, 32, 64]
+FIT_N = 100_000
+FIT_KS = [16, 32]
+# Many experts: the K table's largest case, the default fits (cost in
+# LinearRegression fits; lower_bound_ of the code the targets were set
+# against, to 3 decimals) and the grid's target case.
+MANY_EXPERTS = {
+    "k_table": {"n": 100_000, "K": 64, "time_ratio": 10.0, "memory_ratio": 4.0},
+    "fit_cost": {16: 150.0, 32: 600.0},
+    "fit_lower_bound": {16: -1.006, 32: -0.739},
+    "target_case": {"time_ratio": 3.0, "memory_ratio": 3.0},
+}
 
 
 # ----------------------------------------------------------------------
@@ -127,11 +169,29 @@ def initial_labels(X, n_experts, seed=0):
     return km.predict(Xs)
 
 
+def make_surface(n_samples, n_features=N_FEATURES, random_state=0):
+    """The smooth surface of the default-fit table (see the module doc)."""
+    rng = np.random.default_rng(random_state)
+    X = rng.standard_normal((n_samples, n_features))
+    b = rng.standard_normal(n_features)
+    noise = rng.normal(0.0, 0.3, n_samples)
+    y = (
+        3.0 * np.sin(2.0 * X[:, 0])
+        + 2.0 * np.abs(X[:, 1])
+        + X[:, 2] * X[:, 3]
+        + 0.3 * (X @ b)
+        + noise
+    )
+    return X, y
+
+
 def make_model(labels, n_experts, max_iter):
+    """Linear experts, ``tol=0``; `labels` fixed in advance, or a partition name."""
+    partition = labels if isinstance(labels, str) else FixedLabels(labels)
     return MixtureOfExpertsRegressor(
         LinearRegression(),
         n_experts=n_experts,
-        partition=FixedLabels(labels),
+        partition=partition,
         max_iter=max_iter,
         tol=0.0,
         random_state=0,
@@ -165,15 +225,17 @@ def _timed(func):
     return time.perf_counter() - start, result
 
 
-def run_case(X, y, K, args, gflops, bandwidth):
+def run_case(X, y, K, args, gflops, bandwidth, partition=None):
     """Time one (n, K) case; the baseline LinearRegression is interleaved.
 
     Each repeat times two LinearRegression fits, then a mixture fit with
     max_iter=1, then one with max_iter=1+m, so that a change of the load on
     the machine during the run touches the baseline and the mixture alike.
+    The mixture starts from k-means labels computed once, or from
+    `partition` (a partition name such as ``"random"``) when given.
     """
     n, d = X.shape
-    labels = initial_labels(X, K)
+    labels = initial_labels(X, K) if partition is None else partition
 
     def fit1():
         return fit_quietly(make_model(labels, K, 1), X, y)
@@ -213,6 +275,58 @@ def run_case(X, y, K, args, gflops, bandwidth):
         "reseeds": int(np.sum(getattr(model, "n_reseeds_", 0))),
         "flops": flops,
         "bytes": n_bytes,
+    }
+
+
+def run_default_fit(X, y, K, args):
+    """One default fit (all but n_experts, random_state and max_iter default).
+
+    Three LinearRegression fits are timed before and three after the
+    mixture's fits (median), so that a change of load touches both. The
+    mixture is also fitted with ``max_iter=1`` (set-up and first iteration).
+    """
+    params = {"n_experts": K, "random_state": 0}
+    if args.fit_max_iter is not None:
+        params["max_iter"] = args.fit_max_iter
+
+    def lr():
+        return LinearRegression().fit(X, y)
+
+    t_lr = [_timed(lr)[0] for _ in range(3)]
+    t1 = _timed(
+        lambda: fit_quietly(
+            MixtureOfExpertsRegressor(**{**params, "max_iter": 1}), X, y
+        )
+    )[0]
+    totals = []
+    for _ in range(args.fit_repeats):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            seconds, model = _timed(
+                lambda: MixtureOfExpertsRegressor(**params).fit(X, y)
+            )
+        totals.append(seconds)
+    t_lr += [_timed(lr)[0] for _ in range(3)]
+    lr_time = float(np.median(t_lr))
+    total = float(np.median(totals))
+    n_iter = int(model.n_iter_)
+    later = (total - t1) / (n_iter - 1) if n_iter > 1 else float("nan")
+    for w in caught:
+        print(f"  K={K}: {w.category.__name__}: {str(w.message)[:120]}")
+    return {
+        "K": K,
+        "n_iter": n_iter,
+        "converged": bool(model.converged_),
+        "lower_bound": float(model.lower_bound_),
+        "total_s": total,
+        "lr_ms": lr_time * 1e3,
+        "cost_lr": total / lr_time,
+        "iter_s": total / n_iter,
+        "iter_lr": total / n_iter / lr_time,
+        "setup_s": t1,
+        "later_lr": later / lr_time,
+        "warnings": len(caught),
+        "max_iter": model.max_iter,
     }
 
 
@@ -326,57 +440,84 @@ def plot(results, path):
     print(f"Plot saved to {path}")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="also n = 1e6")
-    parser.add_argument("--ns", type=int, nargs="+", help="row counts (override)")
-    parser.add_argument("--ks", type=int, nargs="+", default=DEFAULT_KS)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--iters", type=int, default=4, help="extra EM iterations timed (m)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="no RESULTS.md")
-    parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    ns = args.ns or (FULL_NS if args.full else DEFAULT_NS)
+# ----------------------------------------------------------------------
+# Tables.
 
-    limits = threadpool_limits(args.threads) if args.threads else None
-    machine = print_machine()
+HEADERS = [
+    "n",
+    "K",
+    "LinearRegression fit, ms",
+    "set-up + 1st iteration, ms",
+    "EM iteration, ms",
+    "iteration / LR fit",
+    "floor, ms",
+    "iteration / floor",
+    "peak memory, MiB",
+    "peak / X.nbytes",
+]
+KEYS = [
+    "n",
+    "K",
+    "lr_ms",
+    "setup_ms",
+    "iter_ms",
+    "ratio_lr",
+    "floor_ms",
+    "ratio_floor",
+    "peak_mb",
+    "ratio_mem",
+]
+FIT_HEADERS = [
+    "K",
+    "iterations",
+    "converged",
+    "lower_bound_",
+    "fit, s",
+    "LinearRegression fit, ms",
+    "fit / LR fit",
+    "per iteration, s",
+    "per iteration / LR fit",
+    "set-up + 1st iteration, s",
+    "later iteration / LR fit",
+    "warnings",
+]
+FIT_KEYS = [
+    "K",
+    "n_iter",
+    "converged",
+    "lower_bound",
+    "total_s",
+    "lr_ms",
+    "cost_lr",
+    "iter_s",
+    "iter_lr",
+    "setup_s",
+    "later_lr",
+    "warnings",
+]
+
+
+def _verdict(ok):
+    return "met" if ok else "NOT met"
+
+
+def _print_row(values):
+    print(
+        " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values),
+        flush=True,
+    )
+
+
+def _part_note(elapsed, meter):
+    return f"Run time of this table {elapsed:.0f} s. {meter.text()}"
+
+
+def run_grid(args, ns, gflops, bandwidth):
+    """The (n, K) grid and the target case; its blocks of RESULTS.md."""
     meter = LoadMeter()
     start = time.perf_counter()
-
-    gflops = matmul_gflops()
-    bandwidth = copy_bandwidth()
-    print(f"Machine floor: matmul {gflops:.1f} GFLOP/s, copy {bandwidth:.1f} GB/s\n")
-
-    headers = [
-        "n",
-        "K",
-        "LinearRegression fit, ms",
-        "set-up + 1st iteration, ms",
-        "EM iteration, ms",
-        "iteration / LR fit",
-        "floor, ms",
-        "iteration / floor",
-        "peak memory, MiB",
-        "peak / X.nbytes",
-    ]
-    keys = [
-        "n",
-        "K",
-        "lr_ms",
-        "setup_ms",
-        "iter_ms",
-        "ratio_lr",
-        "floor_ms",
-        "ratio_floor",
-        "peak_mb",
-        "ratio_mem",
-    ]
-    print(" | ".join(headers))
+    print("(n, K) grid, make_regimes data, k-means labels fixed in advance")
+    print(" | ".join(HEADERS))
     results = []
     for n in ns:
         X, y = make_regimes(
@@ -391,7 +532,7 @@ def main(argv=None):
                 continue
             res = run_case(X, y, n_experts, args, gflops, bandwidth)
             results.append(res)
-            print(" | ".join(f"{res[k]:.4g}" for k in keys), flush=True)
+            _print_row([res[k] for k in KEYS])
         del X, y
         gc.collect()
 
@@ -416,14 +557,11 @@ def main(argv=None):
             flush=True,
         )
         del X, y
+        gc.collect()
 
-    elapsed = time.perf_counter() - start
-    if limits is not None:
-        limits.restore_original_limits()
-
-    load = meter.text()
-    print(load)
-    table = markdown_table(headers, [[r[k] for k in keys] for r in results])
+    note = _part_note(time.perf_counter() - start, meter)
+    print(note)
+    table = markdown_table(HEADERS, [[r[k] for k in KEYS] for r in results])
     blocks = [
         f"Data: `make_regimes(n_samples=n, n_regimes={N_REGIMES}, "
         f"n_features={N_FEATURES}, noise=0.5, random_state=0)`. Model: "
@@ -438,24 +576,25 @@ def main(argv=None):
         f"(measured matmul rate {gflops:.1f} GFLOP/s, copy bandwidth "
         f"{bandwidth:.1f} GB/s)."
         + (f" BLAS limited to {args.threads} thread(s)." if args.threads else "")
-        + f" Total run time {elapsed:.0f} s. {load}",
+        + f" {note}",
         table,
     ]
     target = [r for r in results if r["n"] == TARGET["n"] and r["K"] == TARGET["K"]]
     if target:
         t = target[0]
+        tighter = MANY_EXPERTS["target_case"]
         rows = [
             [
                 "EM iteration / one LinearRegression fit",
                 f"{t['ratio_lr']:.2f}",
                 f"<= {TARGET['time_ratio']:g}",
-                "met" if t["ratio_lr"] <= TARGET["time_ratio"] else "NOT met",
+                _verdict(t["ratio_lr"] <= TARGET["time_ratio"]),
             ],
             [
                 "peak memory / X.nbytes (tracemalloc)",
                 f"{t['ratio_mem']:.2f}",
                 f"<= {TARGET['memory_ratio']:g}",
-                "met" if t["ratio_mem"] <= TARGET["memory_ratio"] else "NOT met",
+                _verdict(t["ratio_mem"] <= TARGET["memory_ratio"]),
             ],
         ]
         if column_major is not None:
@@ -466,9 +605,7 @@ def main(argv=None):
                     "saves a copy there)",
                     f"{column_major['ratio_lr']:.2f}",
                     f"<= {TARGET['time_ratio']:g}",
-                    "met"
-                    if column_major["ratio_lr"] <= TARGET["time_ratio"]
-                    else "NOT met",
+                    _verdict(column_major["ratio_lr"] <= TARGET["time_ratio"]),
                 ]
             )
         if rss is not None:
@@ -477,27 +614,316 @@ def main(argv=None):
                     "peak resident set of fit / X.nbytes (subprocess)" + rss[2],
                     f"{rss[0]:.2f}",
                     f"<= {TARGET['memory_ratio']:g}",
-                    "met" if rss[0] <= TARGET["memory_ratio"] else "NOT met",
+                    _verdict(rss[0] <= TARGET["memory_ratio"]),
                 ]
             )
+        rows += [
+            [
+                "EM iteration / one LinearRegression fit (many-experts target)",
+                f"{t['ratio_lr']:.2f}",
+                f"<= {tighter['time_ratio']:g}",
+                _verdict(t["ratio_lr"] <= tighter["time_ratio"]),
+            ],
+            [
+                "peak memory / X.nbytes, tracemalloc (many-experts target)",
+                f"{t['ratio_mem']:.2f}",
+                f"<= {tighter['memory_ratio']:g}",
+                _verdict(t["ratio_mem"] <= tighter["memory_ratio"]),
+            ],
+        ]
         target_table = markdown_table(["figure", "measured", "target", ""], rows)
         print("\nTarget (n=200,000, d=20, K=8)")
         print(target_table)
         blocks.append("**Target: n = 200,000, d = 20, K = 8**\n\n" + target_table)
+    return results, blocks
+
+
+def run_k_table(args, gflops, bandwidth):
+    """Per-iteration time and memory over K at one n; its blocks."""
+    meter = LoadMeter()
+    start = time.perf_counter()
+    n = args.k_table_n
+    if args.k_table_data == "surface":
+        X, y = make_surface(n)
+        data = (
+            f"the smooth surface of the default-fit table (`X ~ N(0, 1)`, {n:,} x "
+            f"{N_FEATURES}, seed 0)"
+        )
+    else:
+        X, y = make_regimes(
+            n_samples=n,
+            n_regimes=N_REGIMES,
+            n_features=N_FEATURES,
+            noise=0.5,
+            random_state=0,
+        )
+        data = (
+            f"`make_regimes(n_samples={n}, n_regimes={N_REGIMES}, "
+            f"n_features={N_FEATURES}, noise=0.5, random_state=0)`"
+        )
+    partition = "random" if args.k_table_start == "random" else None
+    start_text = (
+        "partition='random'"
+        if partition
+        else "k-means labels fixed in advance, as in the grid"
+    )
+    print(f"\nK table at {n:,} x {N_FEATURES}, {start_text}")
+    print(" | ".join(HEADERS))
+    rows = []
+    for n_experts in args.k_table_ks:
+        res = run_case(X, y, n_experts, args, gflops, bandwidth, partition=partition)
+        rows.append(res)
+        _print_row([res[k] for k in KEYS])
+    del X, y
+    gc.collect()
+    note = _part_note(time.perf_counter() - start, meter)
+    print(note)
+    blocks = [
+        f"Data: {data}. Model: `MixtureOfExpertsRegressor(LinearRegression(), "
+        + (
+            "n_experts=K, partition='random', tol=0, random_state=0)`, default "
+            "softmax gate, soft EM: the start a new user would make, no labels "
+            "fixed in advance. "
+            if partition
+            else "n_experts=K, partition=FixedLabels(k-means labels), tol=0, "
+            "random_state=0)`, default softmax gate, soft EM: the grid's start. "
+        )
+        + "EM iteration, LinearRegression fit, floor and peak "
+        f"memory as in the grid (m={args.iters}, {args.repeats} repeats); "
+        "'iteration / LR fit' is the cost of one EM iteration in "
+        "LinearRegression fits on all rows."
+        + (f" BLAS limited to {args.threads} thread(s)." if args.threads else "")
+        + f" {note}",
+        markdown_table(HEADERS, [[r[k] for k in KEYS] for r in rows]),
+    ]
+    goal = MANY_EXPERTS["k_table"]
+    big = [r for r in rows if r["K"] == goal["K"] and r["n"] == goal["n"]]
+    if big:
+        t = big[0]
+        target_table = markdown_table(
+            ["figure", "measured", "target", ""],
+            [
+                [
+                    "EM iteration / one LinearRegression fit",
+                    f"{t['ratio_lr']:.2f}",
+                    f"<= {goal['time_ratio']:g}",
+                    _verdict(t["ratio_lr"] <= goal["time_ratio"]),
+                ],
+                [
+                    "peak memory / X.nbytes (tracemalloc)",
+                    f"{t['ratio_mem']:.2f}",
+                    f"<= {goal['memory_ratio']:g}",
+                    _verdict(t["ratio_mem"] <= goal["memory_ratio"]),
+                ],
+            ],
+        )
+        title = f"Many-experts target: n = {goal['n']:,}, d = 20, K = {goal['K']}"
+        print(f"\n{title}")
+        print(target_table)
+        blocks.append(f"**{title}**\n\n{target_table}")
+    return rows, blocks
+
+
+def run_default_fits(args):
+    """Default fits to convergence over K on the smooth surface; its blocks."""
+    meter = LoadMeter()
+    start = time.perf_counter()
+    n = args.fit_n
+    X, y = make_surface(n)
+    LinearRegression().fit(X, y)  # warm-up
+    capped = args.fit_max_iter is not None
+    print(
+        f"\nDefault fits on the smooth surface, {n:,} x {N_FEATURES}"
+        + (f", max_iter capped at {args.fit_max_iter}" if capped else "")
+    )
+    print(" | ".join(FIT_HEADERS))
+    rows = []
+    for n_experts in args.fit_ks:
+        res = run_default_fit(X, y, n_experts, args)
+        rows.append(res)
+        _print_row([res[k] for k in FIT_KEYS])
+    del X, y
+    gc.collect()
+    note = _part_note(time.perf_counter() - start, meter)
+    print(note)
+    blocks = [
+        f"Data: `X ~ N(0, 1)` of shape {n:,} x {N_FEATURES} and `y = 3 sin(2 x0) "
+        "+ 2 |x1| + x2 x3 + 0.3 X b + N(0, 0.3^2)`, `b ~ N(0, 1)` "
+        "(`numpy.random.default_rng(0)` draws X, b, then the noise). Model: "
+        "`MixtureOfExpertsRegressor(n_experts=K, random_state=0"
+        + (f", max_iter={args.fit_max_iter}" if capped else "")
+        + ")`, every other parameter at its default (linear experts, softmax "
+        "gate, k-means partition, `tol=1e-4`"
+        + ("" if capped else ", `max_iter=100`")
+        + "). 'fit / LR fit' is the whole fit's cost in LinearRegression fits "
+        "on the same rows (median of three fits before and three after the "
+        "mixture's, in the same run); 'per iteration' is the fit time over "
+        "the iterations, set-up included; 'later iteration' is `(t(fit) - "
+        "t(max_iter=1)) / (n_iter_ - 1)`, the cost of an iteration after the "
+        "first."
+        + (
+            f" Fit time: median of {args.fit_repeats} fits."
+            if args.fit_repeats > 1
+            else ""
+        )
+        + (
+            f" max_iter capped at {args.fit_max_iter} to bound the run time: "
+            "an unconverged row is not the default fit's figure."
+            if capped
+            else ""
+        )
+        + (f" BLAS limited to {args.threads} thread(s)." if args.threads else "")
+        + f" {note}",
+        markdown_table(FIT_HEADERS, [[r[k] for k in FIT_KEYS] for r in rows]),
+    ]
+    target_rows = []
+    for r in rows:
+        cost = MANY_EXPERTS["fit_cost"].get(r["K"])
+        if cost is None:
+            continue
+        reference = MANY_EXPERTS["fit_lower_bound"][r["K"]]
+        target_rows += [
+            [
+                f"K={r['K']}: converged",
+                str(r["converged"]),
+                "True",
+                _verdict(r["converged"]),
+            ],
+            [
+                f"K={r['K']}: fit / one LinearRegression fit",
+                f"{r['cost_lr']:.0f}",
+                f"<= {cost:g}",
+                _verdict(r["cost_lr"] <= cost),
+            ],
+            [
+                f"K={r['K']}: lower_bound_ (3 decimals)",
+                f"{r['lower_bound']:.3f}",
+                f">= {reference:.3f}",
+                _verdict(round(r["lower_bound"], 3) >= reference),
+            ],
+        ]
+    if target_rows and n == FIT_N:
+        target_table = markdown_table(["figure", "measured", "target", ""], target_rows)
+        title = "Many-experts targets: default fits"
+        print(f"\n{title}")
+        print(target_table)
+        blocks.append(f"**{title}**\n\n{target_table}")
+    return rows, blocks
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parts = parser.add_argument_group(
+        "tables (none given: all three; each writes its own RESULTS.md section)"
+    )
+    parts.add_argument(
+        "--grid", action="store_true", help="the (n, K) grid and the target case"
+    )
+    parts.add_argument(
+        "--k-table", action="store_true", help="K table at --k-table-n rows"
+    )
+    parts.add_argument(
+        "--default-fits", action="store_true", help="default fits over --fit-ks"
+    )
+    parser.add_argument("--full", action="store_true", help="grid: also n = 1e6")
+    parser.add_argument("--ns", type=int, nargs="+", help="grid: row counts")
+    parser.add_argument("--ks", type=int, nargs="+", default=DEFAULT_KS, help="grid")
+    parser.add_argument("--k-table-n", type=int, default=K_TABLE_N)
+    parser.add_argument("--k-table-ks", type=int, nargs="+", default=K_TABLE_KS)
+    parser.add_argument(
+        "--k-table-data",
+        choices=["surface", "regimes"],
+        default="surface",
+        help="K table data: the default-fit table's surface or make_regimes",
+    )
+    parser.add_argument(
+        "--k-table-start",
+        choices=["random", "kmeans"],
+        default="random",
+        help="K table start: partition='random' or the grid's fixed k-means labels",
+    )
+    parser.add_argument("--fit-n", type=int, default=FIT_N)
+    parser.add_argument("--fit-ks", type=int, nargs="+", default=FIT_KS)
+    parser.add_argument(
+        "--fit-max-iter",
+        type=int,
+        default=None,
+        help="cap max_iter of the default fits (default: the model's, 100)",
+    )
+    parser.add_argument(
+        "--fit-repeats", type=int, default=1, help="default fits timed (median)"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--iters", type=int, default=4, help="extra EM iterations timed (m)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="no RESULTS.md")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    if not (args.grid or args.k_table or args.default_fits):
+        args.grid = args.k_table = args.default_fits = True
+    ns = args.ns or (FULL_NS if args.full else DEFAULT_NS)
+
+    limits = threadpool_limits(args.threads) if args.threads else None
+    machine = print_machine()
+    meter = LoadMeter()
+    start = time.perf_counter()
+
+    gflops = bandwidth = None
+    if args.grid or args.k_table:
+        gflops = matmul_gflops()
+        bandwidth = copy_bandwidth()
+        print(
+            f"Machine floor: matmul {gflops:.1f} GFLOP/s, copy {bandwidth:.1f} GB/s\n"
+        )
 
     suffix = f"-threads{args.threads}" if args.threads else ""
-    if not args.no_plot and results:
-        png = HERE / f"scale{suffix}.png"
-        plot(results, png)
-        blocks.append(f"Plot: `benchmarks/{png.name}`.")
-    if not args.no_write:
-        write_section(
-            "scale" + suffix,
-            "Scaling of the EM iteration with rows and experts (d = 20)"
-            + (f", {args.threads} BLAS thread(s)" if args.threads else ""),
-            blocks,
-            machine=machine,
+    threads = f", {args.threads} BLAS thread(s)" if args.threads else ""
+    sections = []
+    if args.grid:
+        results, blocks = run_grid(args, ns, gflops, bandwidth)
+        if not args.no_plot and results:
+            png = HERE / f"scale{suffix}.png"
+            plot(results, png)
+            blocks.append(f"Plot: `benchmarks/{png.name}`.")
+        sections.append(
+            (
+                "scale" + suffix,
+                "Scaling of the EM iteration with rows and experts (d = 20)" + threads,
+                blocks,
+            )
         )
+    if args.k_table:
+        _, blocks = run_k_table(args, gflops, bandwidth)
+        sections.append(
+            (
+                "scale-k" + suffix,
+                f"Cost of an EM iteration against experts K at {args.k_table_n:,} "
+                f"x {N_FEATURES}" + threads,
+                blocks,
+            )
+        )
+    if args.default_fits:
+        _, blocks = run_default_fits(args)
+        sections.append(
+            (
+                "scale-default-fits" + suffix,
+                f"Default fits with many experts at {args.fit_n:,} x {N_FEATURES}"
+                + threads,
+                blocks,
+            )
+        )
+
+    elapsed = time.perf_counter() - start
+    if limits is not None:
+        limits.restore_original_limits()
+    print(f"\nTotal run time {elapsed:.0f} s. {meter.text()}")
+    if not args.no_write:
+        for name, title, blocks in sections:
+            write_section(name, title, blocks, machine=machine)
     return 0
 
 
