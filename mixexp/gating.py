@@ -97,6 +97,20 @@ _NEGLIGIBLE_TARGET = 1e-8
 # parameters).
 _NEWTON_MAX_PARAMETERS = 1000
 
+# Above this many parameters ((n_features + 1) * n_experts) an inexact
+# M-step (soft EM) takes a truncated Newton step: conjugate gradients on
+# products with the Hessian, preconditioned by the experts' diagonal blocks
+# of it, instead of the Hessian itself, n ((n_features + 1) K)^2 (see
+# ``_softmax.truncated_newton_direction``). The evidence re-estimate of
+# alpha then reads the same blocks. Measured by ``benchmarks/scale.py
+# --switch``: below it, exact Newton steps made the faster fits.
+_TRUNCATED_NEWTON_MIN_PARAMETERS = 400
+
+# Conjugate-gradient products per truncated Newton step, and the relative
+# residual at which they stop earlier.
+_CG_MAX_ITER = 10
+_CG_RTOL = 0.01
+
 # Newton steps of the softmax gate in one inexact M-step (soft EM). One step
 # per EM iteration (a generalised M-step: it raises the objective, which is
 # all EM needs) costs a gradient or two, and took fewer EM iterations than
@@ -442,6 +456,9 @@ class _SoftmaxFit:
         self.n_iter = 0
         self._curvature = self._curvature_penalty = self._data_hessian = None
         self._evaluated = None  # (raveled params, softmax_evaluation there)
+        self.truncated = (X.shape[1] + 1) * n_experts > _TRUNCATED_NEWTON_MIN_PARAMETERS
+        self._blocks = None  # (raveled params, block_curvature there)
+        self._zT = None  # the standardised rows, once truncated steps need them
         checkpoint = init if isinstance(init, _SoftmaxCheckpoint) else None
         if checkpoint is not None:
             init = checkpoint.gate
@@ -567,6 +584,8 @@ class _SoftmaxFit:
         nothing); a standalone fit (`fresh`) computes the Hessian at the
         solution, so that where it settles does not depend on the path.
         """
+        if self.truncated:
+            return self._clipped_alpha(*self._block_evidence())
         curvature, penalty_scale = self._curvature, self._curvature_penalty
         if fresh or curvature is None or penalty_scale is None:
             penalty_scale = self.alpha / self.total
@@ -579,12 +598,26 @@ class _SoftmaxFit:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
         if curvature[0].size == 0:
             return None
-        new, self.gamma = _softmax.evidence_alpha(
-            self.params, curvature, penalty_scale, self.n_experts
+        return self._clipped_alpha(
+            *_softmax.evidence_alpha(
+                self.params, curvature, penalty_scale, self.n_experts
+            )
         )
+
+    def _clipped_alpha(self, new, gamma):
+        self.gamma = gamma
         if new is None:  # no coefficients left: the data support none
             return _AUTO_ALPHA_MAX
         return float(np.clip(new, _AUTO_ALPHA_MIN, _AUTO_ALPHA_MAX))
+
+    def _block_evidence(self):
+        """`_softmax.block_evidence_alpha` at the current parameters."""
+        scaled = self.weights / self.total
+        flat = self.params.ravel()
+        blocks = self._blocks_at(flat, self._probaT_at(flat), scaled)
+        return _softmax.block_evidence_alpha(
+            self.params, blocks, self.alpha / self.total
+        )
 
     def _fit_penalised(self, targets, max_steps, warn):
         """Minimise the penalised cross-entropy at the current alpha."""
@@ -617,7 +650,15 @@ class _SoftmaxFit:
         def hessian(flat):
             return self._hessian_at(flat, penalty_scale, scaled)
 
-        if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
+        if self.truncated:
+            flat, n_iter, converged = self._truncated_newton_steps(
+                objective,
+                start.ravel(),
+                penalty_scale,
+                scaled,
+                self.gate.max_iter if max_steps is None else max_steps,
+            )
+        elif (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
             curvature = None
             if start is previous:
                 curvature = self._remembered_curvature(penalty_scale)
@@ -656,6 +697,71 @@ class _SoftmaxFit:
         self.params = flat.reshape(n_features + 1, n_experts)
         self.penalty = 0.5 * self.alpha * float(np.sum(self.params[1:] ** 2))
         self.n_iter = n_iter
+
+    def _truncated_newton_steps(
+        self, objective, flat, penalty_scale, scaled, max_steps
+    ):
+        """Truncated Newton steps with a backtracking line search.
+
+        Each step solves ``H D = g`` by conjugate gradients on products with
+        the exact Hessian, preconditioned by the experts' diagonal blocks
+        of it (kept for the evidence re-estimate that follows), at most
+        `_CG_MAX_ITER` products.
+        """
+        loss, grad = objective(flat)
+        for n_iter in range(1, max_steps + 1):
+            if np.max(np.abs(grad)) < self.gate.tol:
+                return flat, n_iter - 1, True
+            probaT = self._probaT_at(flat)
+            factors = _softmax.block_factors(
+                self._blocks_at(flat, probaT, scaled), penalty_scale
+            )
+            direction = _softmax.truncated_newton_direction(
+                grad,
+                self._standardised_rowsT(),
+                probaT,
+                scaled,
+                penalty_scale,
+                factors,
+                _CG_MAX_ITER,
+                _CG_RTOL,
+            )
+            del probaT
+            slope = float(grad @ direction)
+            if not slope > 0:
+                return flat, n_iter - 1, True
+            length = 1.0
+            while True:
+                trial = flat - length * direction
+                trial_loss, trial_grad = objective(trial)
+                if trial_loss <= loss - 1e-4 * length * slope:
+                    break
+                length *= 0.5
+                if length < 1e-10:  # no decrease left within precision
+                    return flat, n_iter, True
+            flat, loss, grad = trial, trial_loss, trial_grad
+        return flat, max_steps, np.max(np.abs(grad)) < self.gate.tol
+
+    def _blocks_at(self, flat, probaT, scaled):
+        """`_softmax.block_curvature` at `flat`, kept for the next call there."""
+        if self._blocks is not None and np.array_equal(self._blocks[0], flat):
+            return self._blocks[1]
+        blocks = _softmax.block_curvature(self._standardised_rowsT(), probaT, scaled)
+        self._blocks = (flat, blocks)
+        return blocks
+
+    def _standardised_rowsT(self):
+        if self._zT is None:
+            self._zT = _softmax.standardised_rowsT(self.X, self.mean, self.scale)
+        return self._zT
+
+    def _probaT_at(self, flat):
+        evaluation = self._evaluation_at(flat)
+        if evaluation is not None:
+            return evaluation[1]
+        return _softmax.softmax_probaT(
+            flat, self.X, self.mean, self.scale, self.n_experts
+        )
 
     def _evaluation_at(self, flat):
         """The remembered `softmax_evaluation` at `flat`, if any."""
