@@ -22,16 +22,20 @@ _HESSIAN_BLOCK_SIZE = 2**18
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
-def softmax_scoresT(coef, X, mean, scale):
+def softmax_scoresT(coef, X, mean, scale, zT=None):
     """Linear scores of each expert, less each row's largest, as (K, n).
 
     `coef` holds the intercepts (first row) and the coefficients on the
     standardised features; the standardisation is folded into them, so X is
-    used as it is. The shift keeps ``exp`` from overflowing.
+    used as it is, or the standardised rows `zT` (`standardised_rowsT`)
+    when a fit has made them. The shift keeps ``exp`` from overflowing.
     """
-    raw = coef[1:] / scale[:, np.newaxis]
-    scores = raw.T @ X.T
-    scores += (coef[0] - mean @ raw)[:, np.newaxis]
+    if zT is not None:
+        scores = np.ascontiguousarray(coef.T) @ zT
+    else:
+        raw = coef[1:] / scale[:, np.newaxis]
+        scores = raw.T @ X.T
+        scores += (coef[0] - mean @ raw)[:, np.newaxis]
     scores -= scores.max(axis=0)
     return scores
 
@@ -43,7 +47,7 @@ def softmax_log_probaT(coef, X, mean, scale):
     return scores
 
 
-def softmax_evaluation(params, X, mean, scale, n_experts):
+def softmax_evaluation(params, X, mean, scale, n_experts, zT=None):
     """What the gate's loss needs from its parameters, whatever the targets.
 
     Returns
@@ -56,7 +60,7 @@ def softmax_evaluation(params, X, mean, scale, n_experts):
         ``log sum_k exp(scores)``, so that ``scores - log_norm`` are the log
         gate probabilities.
     """
-    scores = softmax_scoresT(params.reshape(-1, n_experts), X, mean, scale)
+    scores = softmax_scoresT(params.reshape(-1, n_experts), X, mean, scale, zT)
     probaT = np.exp(scores)
     norm = probaT.sum(axis=0)
     probaT /= norm
@@ -64,7 +68,15 @@ def softmax_evaluation(params, X, mean, scale, n_experts):
 
 
 def softmax_objective(
-    params, X, mean, scale, targetsT, scaled, penalty_scale, evaluation=None
+    params,
+    X,
+    mean,
+    scale,
+    targetsT,
+    scaled,
+    penalty_scale,
+    evaluation=None,
+    gradient=True,
 ):
     """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
 
@@ -86,6 +98,9 @@ def softmax_objective(
         ``alpha / total weight``.
     evaluation : tuple, default=None
         `softmax_evaluation` at `params`, when it is already known.
+    gradient : bool, default=True
+        Whether to compute the gradient (None in its place otherwise): a
+        line search's last trial needs only the loss.
 
     Notes
     -----
@@ -103,11 +118,24 @@ def softmax_objective(
     cross = np.einsum("ki,ki->i", targetsT, scores)
     loss = scaled @ (log_norm - cross)
     loss += 0.5 * penalty_scale * np.sum(coef[1:] ** 2)
-    residual = probaT - targetsT
-    residual *= scaled
-    grad = np.empty_like(coef)
-    grad[0] = residual.sum(axis=1)
-    grad[1:] = (X.T @ residual.T - np.outer(mean, grad[0])) / scale[:, np.newaxis]
+    if not gradient:
+        return loss, None
+    # Summed over blocks of rows: no (K, n) array of residuals is allocated.
+    n_samples, n_experts = X.shape[0], targetsT.shape[0]
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    residual = np.empty((n_experts, block_rows))
+    grad = np.zeros_like(coef)
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        r = np.subtract(
+            probaT[:, start:stop],
+            targetsT[:, start:stop],
+            out=residual[:, : stop - start],
+        )
+        r *= scaled[start:stop]
+        grad[0] += r.sum(axis=1)
+        grad[1:] += X[start:stop].T @ r.T
+    grad[1:] = (grad[1:] - np.outer(mean, grad[0])) / scale[:, np.newaxis]
     grad[1:] += penalty_scale * coef[1:]
     return loss, grad.ravel()
 
@@ -516,11 +544,11 @@ def truncated_newton_direction(
     def precondition(residual):
         return block_direction(residual, factors)
 
-    step, _ = cg(
+    step, info = cg(
         LinearOperator(shape, matvec=hessian_times, dtype=float),
         grad,
         rtol=rtol,
         maxiter=max_iter,
         M=LinearOperator(shape, matvec=precondition, dtype=float),
     )
-    return step
+    return step, info == 0

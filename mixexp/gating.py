@@ -111,6 +111,11 @@ _TRUNCATED_NEWTON_MIN_PARAMETERS = 400
 _CG_MAX_ITER = 10
 _CG_RTOL = 0.01
 
+# The experts' blocks of the Hessian (the preconditioner, and the evidence's
+# curvature) are recomputed after this many truncated Newton steps, or as
+# soon as a solve they preconditioned needed all _CG_MAX_ITER products.
+_BLOCKS_MAX_AGE = 3
+
 # Newton steps of the softmax gate in one inexact M-step (soft EM). One step
 # per EM iteration (a generalised M-step: it raises the objective, which is
 # all EM needs) costs a gradient or two, and took fewer EM iterations than
@@ -458,6 +463,7 @@ class _SoftmaxFit:
         self._evaluated = None  # (raveled params, softmax_evaluation there)
         self.truncated = (X.shape[1] + 1) * n_experts > _TRUNCATED_NEWTON_MIN_PARAMETERS
         self._blocks = None  # (raveled params, block_curvature there)
+        self._blocks_age, self._cg_solved = 0, True
         self._zT = None  # the standardised rows, once truncated steps need them
         checkpoint = init if isinstance(init, _SoftmaxCheckpoint) else None
         if checkpoint is not None:
@@ -633,18 +639,26 @@ class _SoftmaxFit:
         scaled = self.weights / self.total
         penalty_scale = self.alpha / self.total
 
-        def objective(flat):
+        def objective(flat, gradient=True):
             evaluation = self._evaluation_at(flat)
             if evaluation is None:
                 self._evaluated = None  # two (n, K) arrays: free them first
                 evaluation = _softmax.softmax_evaluation(
-                    flat, X, mean, scale, n_experts
+                    flat, X, mean, scale, n_experts, self._zT
                 )
                 if self.reuse:
                     # EM's next E-step and next gate step start from here.
                     self._evaluated = (flat, evaluation)
             return _softmax.softmax_objective(
-                flat, X, mean, scale, targetsT, scaled, penalty_scale, evaluation
+                flat,
+                X,
+                mean,
+                scale,
+                targetsT,
+                scaled,
+                penalty_scale,
+                evaluation,
+                gradient,
             )
 
         def hessian(flat):
@@ -716,7 +730,7 @@ class _SoftmaxFit:
             factors = _softmax.block_factors(
                 self._blocks_at(flat, probaT, scaled), penalty_scale
             )
-            direction = _softmax.truncated_newton_direction(
+            direction, self._cg_solved = _softmax.truncated_newton_direction(
                 grad,
                 self._standardised_rowsT(),
                 probaT,
@@ -727,27 +741,43 @@ class _SoftmaxFit:
                 _CG_RTOL,
             )
             del probaT
+            self._blocks_age += 1
             slope = float(grad @ direction)
             if not slope > 0:
                 return flat, n_iter - 1, True
+            # The last step's gradient is not needed: EM's next M-step
+            # starts from new targets.
+            last = n_iter == max_steps
             length = 1.0
             while True:
                 trial = flat - length * direction
-                trial_loss, trial_grad = objective(trial)
+                trial_loss, trial_grad = objective(trial, gradient=not last)
                 if trial_loss <= loss - 1e-4 * length * slope:
                     break
                 length *= 0.5
                 if length < 1e-10:  # no decrease left within precision
                     return flat, n_iter, True
             flat, loss, grad = trial, trial_loss, trial_grad
+            if last:
+                return flat, n_iter, False
         return flat, max_steps, np.max(np.abs(grad)) < self.gate.tol
 
     def _blocks_at(self, flat, probaT, scaled):
-        """`_softmax.block_curvature` at `flat`, kept for the next call there."""
-        if self._blocks is not None and np.array_equal(self._blocks[0], flat):
-            return self._blocks[1]
+        """`_softmax.block_curvature` at `flat`, or the kept blocks.
+
+        Kept blocks serve (as the preconditioner, and for the evidence)
+        until `_BLOCKS_MAX_AGE` steps have used them, or a conjugate
+        gradient solve they preconditioned ran out of products: then they
+        are recomputed where the fit stands.
+        """
+        kept = self._blocks
+        if kept is not None and (
+            np.array_equal(kept[0], flat)
+            or (self._blocks_age < _BLOCKS_MAX_AGE and self._cg_solved)
+        ):
+            return kept[1]
         blocks = _softmax.block_curvature(self._standardised_rowsT(), probaT, scaled)
-        self._blocks = (flat, blocks)
+        self._blocks, self._blocks_age = (flat, blocks), 0
         return blocks
 
     def _standardised_rowsT(self):

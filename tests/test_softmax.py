@@ -228,10 +228,12 @@ def test_truncated_newton_direction_solves_the_newton_system():
     factors = _softmax.block_factors(blocks, penalty_scale)
     zT = _softmax.standardised_rowsT(X, mean, scale)
     args = (zT, probaT, scaled, penalty_scale, factors)
-    step = _softmax.truncated_newton_direction(grad, *args, 200, 1e-12)
+    step, solved = _softmax.truncated_newton_direction(grad, *args, 200, 1e-12)
+    assert solved
     hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
     np.testing.assert_allclose(hessian @ step, grad, atol=1e-10)
-    short = _softmax.truncated_newton_direction(grad, *args, 1, 1e-12)
+    short, solved = _softmax.truncated_newton_direction(grad, *args, 1, 1e-12)
+    assert not solved
     assert grad @ short > 0
     assert not np.allclose(short, step)
 
@@ -270,3 +272,15 @@ def test_block_evidence_is_exact_for_a_uniform_gate():
     )
     modelled = _softmax.block_evidence_alpha(params, blocks, penalty_scale)
     np.testing.assert_allclose(modelled, exact, rtol=1e-5)
+
+
+def test_scores_from_the_standardised_rows_equal_the_folded_ones():
+    X, mean, scale, _, params, _, _ = _gate_problem()
+    coef = params.reshape(X.shape[1] + 1, -1)
+    np.testing.assert_allclose(
+        _softmax.softmax_scoresT(
+            coef, X, mean, scale, _softmax.standardised_rowsT(X, mean, scale)
+        ),
+        _softmax.softmax_scoresT(coef, X, mean, scale),
+        atol=1e-12,
+    )
