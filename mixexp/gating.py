@@ -7,7 +7,8 @@ indices), so it can be used and inspected on its own.
 
 - :class:`SoftmaxGate`: multinomial logistic regression on the soft targets
   (the classic gate of Jordan and Jacobs), L2-penalised, solved by Newton
-  steps with an analytic Hessian, warm-started across EM iterations.
+  steps with an analytic Hessian (with many experts, truncated Newton steps
+  that never form it), warm-started across EM iterations.
 - :class:`ConstantGate`: mixing proportions only, the same for every input
   (a finite mixture of regressions).
 - :class:`ClassifierGate`: any scikit-learn classifier with
@@ -284,7 +285,11 @@ class SoftmaxGate(_BaseGate):
     Inside EM each fit is warm-started from the previous one and reuses the
     previous Hessian while its steps keep doing well; under soft EM a
     mixture takes one Newton step per iteration (two when a step with an
-    old Hessian did poorly: the second one recomputes it). Every step
+    old Hessian did poorly: the second one recomputes it). Above 400
+    parameters (``(n_features + 1) * n_experts``) a step is a truncated
+    Newton step instead: conjugate gradients on products with the exact
+    Hessian, preconditioned by each expert's own block of it, so that its
+    cost grows with the number of experts, not with its square. Every step
     lowers the objective, so a capped fit is still a generalised EM step.
 
     Parameters
