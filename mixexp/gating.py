@@ -7,7 +7,8 @@ indices), so it can be used and inspected on its own.
 
 - :class:`SoftmaxGate`: multinomial logistic regression on the soft targets
   (the classic gate of Jordan and Jacobs), L2-penalised, solved by Newton
-  steps with an analytic Hessian, warm-started across EM iterations.
+  steps with an analytic Hessian (with many experts, truncated Newton steps
+  that never form it), warm-started across EM iterations.
 - :class:`ConstantGate`: mixing proportions only, the same for every input
   (a finite mixture of regressions).
 - :class:`ClassifierGate`: any scikit-learn classifier with
@@ -284,7 +285,11 @@ class SoftmaxGate(_BaseGate):
     Inside EM each fit is warm-started from the previous one and reuses the
     previous Hessian while its steps keep doing well; under soft EM a
     mixture takes one Newton step per iteration (two when a step with an
-    old Hessian did poorly: the second one recomputes it). Every step
+    old Hessian did poorly: the second one recomputes it). Above 400
+    parameters (``(n_features + 1) * n_experts``) a step is a truncated
+    Newton step instead: conjugate gradients on products with the exact
+    Hessian, preconditioned by each expert's own block of it, so that its
+    cost grows with the number of experts, not with its square. Every step
     lowers the objective, so a capped fit is still a generalised EM step.
 
     Parameters
@@ -465,6 +470,7 @@ class _SoftmaxFit:
         self._blocks = None  # (raveled params, block_curvature there)
         self._blocks_age, self._cg_solved = 0, True
         self._zT = None  # the standardised rows, once truncated steps need them
+        self._zT32 = None
         checkpoint = init if isinstance(init, _SoftmaxCheckpoint) else None
         if checkpoint is not None:
             init = checkpoint.gate
@@ -732,7 +738,7 @@ class _SoftmaxFit:
             )
             direction, self._cg_solved = _softmax.truncated_newton_direction(
                 grad,
-                self._standardised_rowsT(),
+                self._standardised_rowsT(np.float32),
                 probaT,
                 scaled,
                 penalty_scale,
@@ -780,10 +786,16 @@ class _SoftmaxFit:
         self._blocks, self._blocks_age = (flat, blocks), 0
         return blocks
 
-    def _standardised_rowsT(self):
+    def _standardised_rowsT(self, dtype=np.float64):
+        """The standardised rows (d + 1, n), made once per fit (and once in
+        single precision, for the Hessian-vector products)."""
         if self._zT is None:
             self._zT = _softmax.standardised_rowsT(self.X, self.mean, self.scale)
-        return self._zT
+        if dtype == np.float64:
+            return self._zT
+        if self._zT32 is None:
+            self._zT32 = self._zT.astype(np.float32)
+        return self._zT32
 
     def _probaT_at(self, flat):
         evaluation = self._evaluation_at(flat)
