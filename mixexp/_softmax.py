@@ -491,34 +491,33 @@ def block_evidence_alpha(params, blocks, penalty_scale):
     return gamma / norm2, gamma
 
 
-def hessian_vector(direction, zT, probaT, scaled, penalty_scale):
+def hessian_vector(direction, zT, probaT, weightedT, penalty_scale):
     """The Hessian of `softmax_objective` times a direction, without the Hessian.
 
-    ``H D = sum_i s_i z_i (p_i * u_i - p_i (p_i^T u_i))^T + c P D`` with
+    ``H D = sum_i z_i (s_i p_i * (u_i - p_i^T u_i))^T + c P D`` with
     ``u_i = D^T z_i`` the change of row i's scores along D: two matrix
     products the size of the scores, n K (d + 1) each, on the standardised
-    rows `zT` (`standardised_rowsT`). Summed over blocks of rows, so that
-    the (K, rows) arrays between them stay in cache.
+    rows `zT` (`standardised_rowsT`), and three passes over (K, rows)
+    arrays, summed over blocks of rows so that these stay in cache. The
+    products run in the precision of `zT`, `probaT` and `weightedT` (the
+    probabilities times the row weights ``s_i``): single precision in
+    `truncated_newton_direction`, where the products only guide conjugate
+    gradients.
     """
     width, n_samples = zT.shape
     n_experts = probaT.shape[0]
     step = direction.reshape(width, n_experts)
-    stepT = np.ascontiguousarray(step.T)
+    stepT = np.ascontiguousarray(step.T, dtype=zT.dtype)
     block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
-    change = np.empty((n_experts, block_rows))
-    weighted = np.empty((n_experts, block_rows))
+    change = np.empty((n_experts, block_rows), dtype=zT.dtype)
     total = np.zeros((width, n_experts))
     for start in range(0, n_samples, block_rows):
         stop = min(start + block_rows, n_samples)
-        m = stop - start
         z = zT[:, start:stop]
-        u = np.matmul(stepT, z, out=change[:, :m])
-        p = probaT[:, start:stop]
-        pu = np.multiply(u, p, out=weighted[:, :m])
-        mixed = pu.sum(axis=0)
-        pu -= np.multiply(p, mixed, out=u)
-        pu *= scaled[start:stop]
-        total += z @ pu.T
+        u = np.matmul(stepT, z, out=change[:, : stop - start])
+        u -= np.einsum("ki,ki->i", probaT[:, start:stop], u)
+        u *= weightedT[:, start:stop]
+        total += z @ u.T
     total[1:] += penalty_scale * step[1:]
     return total.ravel()
 
@@ -537,9 +536,18 @@ def truncated_newton_direction(
     so a truncated solve still lowers the objective along it.
     """
     shape = (grad.size, grad.size)
+    # Single precision: the products guide the solve, the line search that
+    # follows checks the step on the exact objective.
+    zT32 = zT if zT.dtype == np.float32 else zT.astype(np.float32)
+    probaT32 = probaT.astype(np.float32)
+    # Below float32's smallest normal number the products would run on
+    # subnormal numbers, many times slower, for terms that count nothing.
+    probaT32[probaT32 < _FLOAT32_TINY] = 0.0
+    weightedT32 = probaT32 * scaled.astype(np.float32)
+    weightedT32[weightedT32 < _FLOAT32_TINY] = 0.0
 
     def hessian_times(direction):
-        return hessian_vector(direction, zT, probaT, scaled, penalty_scale)
+        return hessian_vector(direction, zT32, probaT32, weightedT32, penalty_scale)
 
     def precondition(residual):
         return block_direction(residual, factors)

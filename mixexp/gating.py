@@ -470,6 +470,7 @@ class _SoftmaxFit:
         self._blocks = None  # (raveled params, block_curvature there)
         self._blocks_age, self._cg_solved = 0, True
         self._zT = None  # the standardised rows, once truncated steps need them
+        self._zT32 = None
         checkpoint = init if isinstance(init, _SoftmaxCheckpoint) else None
         if checkpoint is not None:
             init = checkpoint.gate
@@ -737,7 +738,7 @@ class _SoftmaxFit:
             )
             direction, self._cg_solved = _softmax.truncated_newton_direction(
                 grad,
-                self._standardised_rowsT(),
+                self._standardised_rowsT(np.float32),
                 probaT,
                 scaled,
                 penalty_scale,
@@ -785,10 +786,16 @@ class _SoftmaxFit:
         self._blocks, self._blocks_age = (flat, blocks), 0
         return blocks
 
-    def _standardised_rowsT(self):
+    def _standardised_rowsT(self, dtype=np.float64):
+        """The standardised rows (d + 1, n), made once per fit (and once in
+        single precision, for the Hessian-vector products)."""
         if self._zT is None:
             self._zT = _softmax.standardised_rowsT(self.X, self.mean, self.scale)
-        return self._zT
+        if dtype == np.float64:
+            return self._zT
+        if self._zT32 is None:
+            self._zT32 = self._zT.astype(np.float32)
+        return self._zT32
 
     def _probaT_at(self, flat):
         evaluation = self._evaluation_at(flat)

@@ -171,13 +171,21 @@ def test_hessian_vector_is_the_hessian_times_the_direction(penalty_scale):
                 direction,
                 _softmax.standardised_rowsT(X, mean, scale),
                 probaT,
-                scaled,
+                probaT * scaled,
                 penalty_scale,
             ),
             hessian @ direction,
             rtol=1e-10,
             atol=1e-13,
         )
+        single = _softmax.hessian_vector(
+            direction,
+            _softmax.standardised_rowsT(X, mean, scale).astype(np.float32),
+            probaT.astype(np.float32),
+            (probaT * scaled).astype(np.float32),
+            penalty_scale,
+        )
+        np.testing.assert_allclose(single, hessian @ direction, rtol=1e-4, atol=1e-6)
 
 
 def test_block_curvature_is_each_experts_diagonal_block(monkeypatch):
@@ -228,10 +236,11 @@ def test_truncated_newton_direction_solves_the_newton_system():
     factors = _softmax.block_factors(blocks, penalty_scale)
     zT = _softmax.standardised_rowsT(X, mean, scale)
     args = (zT, probaT, scaled, penalty_scale, factors)
-    step, solved = _softmax.truncated_newton_direction(grad, *args, 200, 1e-12)
-    assert solved
+    step, _ = _softmax.truncated_newton_direction(grad, *args, 200, 1e-6)
     hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
-    np.testing.assert_allclose(hessian @ step, grad, atol=1e-10)
+    # Single-precision products: the step solves the system to about
+    # float32's precision.
+    np.testing.assert_allclose(hessian @ step, grad, rtol=1e-4, atol=1e-6)
     short, solved = _softmax.truncated_newton_direction(grad, *args, 1, 1e-12)
     assert not solved
     assert grad @ short > 0
