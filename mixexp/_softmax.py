@@ -19,7 +19,12 @@ from scipy.sparse.linalg import LinearOperator, cg
 # small enough for each block to stay in cache (2 MiB).
 _HESSIAN_BLOCK_SIZE = 2**18
 
-_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+# Gate probabilities below this count as zero in the single-precision
+# products of many experts' gate steps (`block_curvature`, the
+# Hessian-vector products): their terms there would be about 1e-20 of the
+# others, and products of such numbers in float32 fall to subnormal numbers,
+# on which arithmetic runs many times slower.
+_NEGLIGIBLE_PROBABILITY = 1e-20
 
 
 def softmax_scoresT(coef, X, mean, scale, zT=None):
@@ -417,9 +422,9 @@ def block_curvature(zT, probaT, scaled):
         p = probaT[:, start:stop]
         curvature = p * (1.0 - p)
         curvature *= scaled[start:stop]
-        # Below float32's smallest normal number the product would run on
-        # subnormal numbers, many times slower, for terms that count nothing.
-        curvature[curvature < _FLOAT32_TINY] = 0.0
+        # Products with such terms would run on subnormal float32 numbers,
+        # many times slower, for terms that count nothing.
+        curvature[p < _NEGLIGIBLE_PROBABILITY] = 0.0
         weights[:, :m] = curvature
         sums += weights[:, :m] @ pairs[:, :m].T
     upper = np.triu_indices(width)
@@ -540,11 +545,11 @@ def truncated_newton_direction(
     # follows checks the step on the exact objective.
     zT32 = zT if zT.dtype == np.float32 else zT.astype(np.float32)
     probaT32 = probaT.astype(np.float32)
-    # Below float32's smallest normal number the products would run on
-    # subnormal numbers, many times slower, for terms that count nothing.
-    probaT32[probaT32 < _FLOAT32_TINY] = 0.0
+    # Products with such probabilities would fall below float32's smallest
+    # normal number and run on subnormal numbers, many times slower, for
+    # terms that count nothing.
+    probaT32[probaT32 < _NEGLIGIBLE_PROBABILITY] = 0.0
     weightedT32 = probaT32 * scaled.astype(np.float32)
-    weightedT32[weightedT32 < _FLOAT32_TINY] = 0.0
 
     def hessian_times(direction):
         return hessian_vector(direction, zT32, probaT32, weightedT32, penalty_scale)
