@@ -67,7 +67,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
@@ -91,20 +90,16 @@ __all__ = ["ClassifierGate", "ConstantGate", "SoftmaxGate"]
 _NEGLIGIBLE_TARGET = 1e-8
 
 # Above this many parameters ((n_features + 1) * n_experts) the softmax gate
-# is fitted by L-BFGS instead of Newton steps: a Hessian costs about
-# (n_features + 1) * n_experts / 4 gradients and its eigendecomposition grows
-# with the cube of the parameters. Below it, EM iterations with Newton steps
-# were the faster ones (benchmarks/kernels.py times both up to 672
-# parameters).
-_NEWTON_MAX_PARAMETERS = 1000
-
-# Above this many parameters ((n_features + 1) * n_experts) an inexact
-# M-step (soft EM) takes a truncated Newton step: conjugate gradients on
-# products with the Hessian, preconditioned by the experts' diagonal blocks
-# of it, instead of the Hessian itself, n ((n_features + 1) K)^2 (see
-# ``_softmax.truncated_newton_direction``). The evidence re-estimate of
-# alpha then reads the same blocks. Measured by ``benchmarks/scale.py
-# --switch``: below it, exact Newton steps made the faster fits.
+# takes truncated Newton steps (in EM's M-steps and in a full solve):
+# conjugate gradients on products with the Hessian, preconditioned by the
+# experts' diagonal blocks of it, instead of the Hessian itself, which costs
+# n ((n_features + 1) K)^2 and an eigendecomposition growing with the cube of
+# the parameters (see ``_softmax.truncated_newton_direction``). The evidence
+# re-estimate of alpha then reads the same blocks. benchmarks/kernels.py
+# (item 9) times both paths: the crossover is near 260 parameters at 20
+# features and near 400-480 at 5; at 400 the path taken is never more than
+# about 10% slower than the other, and exact Newton steps still won fits to
+# convergence at 336 parameters.
 _TRUNCATED_NEWTON_MIN_PARAMETERS = 400
 
 # Conjugate-gradient products per truncated Newton step, and the relative
@@ -678,7 +673,7 @@ class _SoftmaxFit:
                 scaled,
                 self.gate.max_iter if max_steps is None else max_steps,
             )
-        elif (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
+        else:
             curvature = None
             if start is previous:
                 curvature = self._remembered_curvature(penalty_scale)
@@ -690,23 +685,6 @@ class _SoftmaxFit:
             )
             if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
-        else:
-            self._curvature = self._data_hessian = None
-            # Too many parameters for the Hessian to pay off: quasi-Newton,
-            # solved in full (a few L-BFGS steps would not be enough).
-            result = minimize(
-                objective,
-                start.ravel(),
-                jac=True,
-                method="L-BFGS-B",
-                options={
-                    "maxiter": self.gate.max_iter,
-                    "gtol": self.gate.tol,
-                    "ftol": 1e-12,
-                },
-            )
-            flat, n_iter = result.x, int(result.nit)
-            converged = result.success or n_iter < self.gate.max_iter
         if warn and not converged:
             warnings.warn(
                 f"SoftmaxGate did not converge in max_iter={self.gate.max_iter} "
