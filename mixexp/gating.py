@@ -96,10 +96,11 @@ _NEGLIGIBLE_TARGET = 1e-8
 # n ((n_features + 1) K)^2 and an eigendecomposition growing with the cube of
 # the parameters (see ``_softmax.truncated_newton_direction``). The evidence
 # re-estimate of alpha then reads the same blocks. benchmarks/kernels.py
-# (item 9) times both paths: the crossover is near 260 parameters at 20
-# features and near 400-480 at 5; at 400 the path taken is never more than
-# about 10% slower than the other, and exact Newton steps still won fits to
-# convergence at 336 parameters.
+# (item 9) times both paths on 20,000 rows: per iteration truncated steps
+# are the faster from about 150 parameters (20 features) or 200 (5
+# features), but fits to convergence took as long with either up to 336
+# parameters, the exact steps needing fewer iterations; from 504 the
+# truncated steps are 1.5 times faster.
 _TRUNCATED_NEWTON_MIN_PARAMETERS = 400
 
 # Conjugate-gradient products per truncated Newton step, and the relative
