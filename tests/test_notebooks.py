@@ -21,9 +21,9 @@ NOTEBOOKS = sorted(
 )
 
 # Seconds for a whole notebook, kernel start included. Each notebook runs in
-# well under a minute alone on two cores; the margin covers a busy CI runner
-# that shares its cores with the rest of the test suite.
-NOTEBOOK_DEADLINE = 120
+# 15 seconds or less on two cores that another job keeps busy; the margin of
+# two covers a slower CI runner.
+NOTEBOOK_DEADLINE = 30
 
 
 def _read(path):
