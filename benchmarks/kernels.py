@@ -19,8 +19,8 @@ reports the ratio with the absolute times next to it:
    ``LinearRegression().fit`` calls;
 6. BLAS threads in mixexp's kernels (``_utils.py``): default BLAS threads
    against one thread, on an idle machine and with the other core kept busy;
-7. Softmax gate: Newton steps against L-BFGS inside EM (``gating.py``,
-   ``_NEWTON_MAX_PARAMETERS``): time per EM iteration;
+7. Retired: the softmax gate above 400 parameters takes truncated Newton
+   steps, compared with exact Newton steps in item 9;
 8. Shared normal equations (``_linear.py``, ``_SHARED_FIXED_COST``,
    ``_SHARED_EXPERT_COST``): ``fit_linear_regressions`` with the shared
    pass over all rows forced on and off, at 100,000 x 20 for K = 2 to 64
@@ -39,8 +39,8 @@ loop of enough calls to last about 0.2 s after an untimed call. Items 1-5
 and 8 run with BLAS limited to one thread, as mixexp's EM loop runs; item 9
 with BLAS and OpenMP limited to one thread.
 
-``--items`` runs some of the items. Items 1-7 write one section of
-``RESULTS.md`` together (only when all seven ran); items 8 and 9 write a
+``--items`` runs some of the items. Items 1-6 write one section of
+``RESULTS.md`` together (only when all six ran); items 8 and 9 write a
 section each.
 
 Run from the repository root::
@@ -80,7 +80,6 @@ import mixexp.gating
 from mixexp import MixtureOfExpertsRegressor
 from mixexp._linear import _BLOCK_BYTES, _shallow_copy, fit_linear_regressions
 from mixexp._softmax import softmax_hessian
-from mixexp.datasets import make_regimes
 
 RATIO_NOTE = (
     "Ratio: the way the source calls slower over the way it calls faster "
@@ -94,12 +93,9 @@ class Settings:
     def __init__(self, args):
         self.quick = args.quick
         self.repeats = 1 if args.quick else args.repeats
-        self.fit_repeats = 1 if args.quick else args.fit_repeats
         self.min_time = 0.01 if args.quick else args.min_time
         # --quick: a smoke run of a few seconds, on smaller fits.
         self.fit_rows = 20_000 if args.quick else 200_000
-        self.em_rows = 20_000 if args.quick else 100_000
-        self.em_experts = (8,) if args.quick else (8, 16, 32)
         # Item 8: rows, experts and the share of rows each expert keeps.
         self.shared_rows = 20_000 if args.quick else 100_000
         self.shared_experts = (2, 8) if args.quick else (2, 4, 8, 16, 32, 64)
@@ -741,114 +737,6 @@ def claim_threads(settings):
 
 
 # --------------------------------------------------------------------------
-# 7. Newton steps against L-BFGS in the softmax gate
-
-
-@contextlib.contextmanager
-def newton_max_parameters(value):
-    """Set ``mixexp.gating._NEWTON_MAX_PARAMETERS`` for the block; restore it."""
-    saved = mixexp.gating._NEWTON_MAX_PARAMETERS
-    mixexp.gating._NEWTON_MAX_PARAMETERS = value
-    try:
-        yield
-    finally:
-        mixexp.gating._NEWTON_MAX_PARAMETERS = saved
-
-
-def _em_fit(X, y, n_experts, fitted, key):
-    model = MixtureOfExpertsRegressor(
-        LinearRegression(),
-        n_experts=n_experts,
-        partition="random",
-        max_iter=5,
-        tol=0.0,
-        random_state=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
-    fitted[key] = model
-
-
-def claim_gating(settings):
-    n, d = settings.em_rows, 20
-    X, y = make_regimes(n_samples=2_000, n_features=d, n_regimes=4, random_state=0)
-    _em_fit(X, y, 4, {}, "warm-up")  # lazy imports, first-call costs
-    rows, measured = [], []
-    for n_experts in settings.em_experts:
-        X, y = make_regimes(
-            n_samples=n, n_features=d, n_regimes=n_experts, random_state=0
-        )
-        fitted = {}
-        times = timed(
-            {
-                "newton": lambda X=X, y=y, k=n_experts, out=fitted: _em_fit(
-                    X, y, k, out, "newton"
-                ),
-                "lbfgs": lambda X=X, y=y, k=n_experts, out=fitted: _em_fit(
-                    X, y, k, out, "lbfgs"
-                ),
-            },
-            settings,
-            contexts={"lbfgs": lambda: newton_max_parameters(0)},
-            calibrate=False,
-            repeats=settings.fit_repeats,
-        )
-        iterations = {key: model.n_iter_ for key, model in fitted.items()}
-        newton = times["newton"] / iterations["newton"]
-        lbfgs = times["lbfgs"] / iterations["lbfgs"]
-        differ = not np.allclose(
-            fitted["newton"].predict(X[:1000]), fitted["lbfgs"].predict(X[:1000])
-        )
-        rows.append(
-            [
-                n_experts,
-                (d + 1) * n_experts,
-                f"{iterations['newton']} / {iterations['lbfgs']}",
-                f"{newton:.3f} s",
-                f"{lbfgs:.3f} s",
-                ratio(lbfgs / newton),
-                "yes" if differ else "NO (the constant had no effect)",
-            ]
-        )
-        measured.append(
-            f"K = {n_experts}: {newton:.2f} / {lbfgs:.2f} s ({ratio(lbfgs / newton)})"
-        )
-    header = [
-        "K",
-        "gate parameters",
-        "iterations (Newton / L-BFGS)",
-        "Newton, s / iteration",
-        "L-BFGS, s / iteration",
-        "L-BFGS / Newton",
-        "models differ",
-    ]
-    return Claim(
-        7,
-        "Softmax gate: Newton steps against L-BFGS inside EM",
-        "`gating.py`",
-        "`mixexp/gating.py` (`_NEWTON_MAX_PARAMETERS` = 1000, above which the "
-        'gate is fitted by L-BFGS: "a Hessian costs about (n_features + 1) * '
-        "n_experts / 4 gradients and its eigendecomposition grows with the "
-        "cube of the parameters. Below it, EM iterations with Newton steps "
-        'were the faster ones").',
-        f"whole fits of `MixtureOfExpertsRegressor(LinearRegression(), "
-        'n_experts=K, partition="random", max_iter=5, tol=0.0, '
-        f"random_state=0)` on `make_regimes(n_samples={n:,}, n_features={d}, "
-        "n_regimes=K, random_state=0)`, ConvergenceWarning silenced, as they "
-        "are (Newton steps, the gate has at most 1000 parameters) and with "
-        "`mixexp.gating._NEWTON_MAX_PARAMETERS` set to 0 by this script "
-        "(L-BFGS solves; restored after). Seconds per iteration = fit time (median of "
-        f"{settings.fit_repeats}, the two settings alternated, after one "
-        "small warm-up fit) / `n_iter_`, set-up included. EM runs with BLAS "
-        "limited to one thread (mixexp's own limit). Models differ: the two "
-        "fits predict differently, so the constant took effect.",
-        markdown_table(header, rows),
-        "Newton / L-BFGS s per iteration: " + "; ".join(measured),
-    )
-
-
-# --------------------------------------------------------------------------
 # 8. The experts' normal equations formed together or one expert at a time
 
 
@@ -1263,9 +1151,11 @@ def _claim_gate_steps(settings):
         "`gating.py`",
         "`mixexp/gating.py` (`_TRUNCATED_NEWTON_MIN_PARAMETERS` = "
         f"{limit}: above this many gate parameters ((n_features + 1) * "
-        "n_experts) an inexact M-step (soft EM) takes a truncated Newton step "
-        '(conjugate gradients on Hessian products) instead of an exact one; "'
-        'below it, exact Newton steps made the faster fits").',
+        "n_experts) the gate takes truncated Newton steps (conjugate gradients "
+        'on Hessian products) instead of exact ones; "fits to convergence took '
+        "as long with either up to 336 parameters, the exact steps needing "
+        "fewer iterations; from 504 the truncated steps are 1.5 times "
+        'faster").',
         "whole fits of `MixtureOfExpertsRegressor(LinearRegression(), "
         "n_experts=K, random_state=0, max_iter=M, tol=0.0)` (default k-means "
         "partition and gate, ConvergenceWarning silenced) on `make_surface(n, "
@@ -1298,8 +1188,9 @@ def summary_table(claims):
     return markdown_table(["#", "claim", "source", "measured (this run)"], rows)
 
 
-# Items 1-7 share the section "kernels", written when all seven ran; the
-# longer items 8 and 9 write a section each.
+# Items 1-6 share the section "kernels", written when all six ran; the
+# longer items 8 and 9 write a section each. Item 7 is retired (see the
+# module docstring); its number is kept free.
 ITEMS = {
     1: claim_reductions,
     2: claim_gathers,
@@ -1307,11 +1198,10 @@ ITEMS = {
     4: claim_threadpoolctl,
     5: claim_linear,
     6: claim_threads,
-    7: claim_gating,
     8: claim_shared_normal_equations,
     9: claim_gate_steps,
 }
-SHARED_ITEMS = (1, 2, 3, 4, 5, 6, 7)
+SHARED_ITEMS = (1, 2, 3, 4, 5, 6)
 OWN_SECTIONS = {
     8: ("kernels-shared-normal-equations", "Shared normal equations (kernels, item 8)"),
     9: (
@@ -1330,13 +1220,10 @@ def main(argv=None):
         choices=sorted(ITEMS),
         default=sorted(ITEMS),
         metavar="N",
-        help="items to run (default: all, 1-9)",
+        help="items to run (default: all, 1-6, 8 and 9; 7 is retired)",
     )
     parser.add_argument(
         "--repeats", type=int, default=5, help="rounds of each micro-benchmark"
-    )
-    parser.add_argument(
-        "--fit-repeats", type=int, default=3, help="fits of each EM setting (item 7)"
     )
     parser.add_argument(
         "--gate-repeats",
@@ -1353,9 +1240,8 @@ def main(argv=None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run of a few seconds (one round, smaller fits, K = 8 only "
-        "in item 7, fewer and smaller cases in items 8 and 9); never writes "
-        "RESULTS.md",
+        help="smoke run of a few seconds (one round, 20,000 rows in item 5, "
+        "fewer and smaller cases in items 8 and 9); never writes RESULTS.md",
     )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -1398,12 +1284,12 @@ def main(argv=None):
         blocks = [
             "Each figure backs a reason given in a source comment of "
             "`mixexp/` (quoted on its `backs:` line). Times are medians of "
-            f"{settings.repeats} rounds (item 7: {settings.fit_repeats} fits); "
+            f"{settings.repeats} rounds; "
             "in each round the compared calls are timed one after the other, "
             f"each a loop of calls lasting at least {settings.min_time} s after "
             "an untimed call. Items 1-5 run with BLAS limited to one thread, as "
             "mixexp's EM loop does. Random data from `np.random.RandomState(0)`. "
-            f"Run time of items 1-7 {shared_time:.0f} s. "
+            f"Run time of items 1-6 {shared_time:.0f} s. "
             + meter.text()
             + " (item 6's "
             "spinning process counts as another process.) Items 8 and 9 have "
@@ -1421,7 +1307,7 @@ def main(argv=None):
         )
     elif shared:
         print(
-            "Items 1-7 write their section only when all seven run: "
+            "Items 1-6 write their section only when all six run: "
             "section 'kernels' not written."
         )
     for claim in claims:
