@@ -19,25 +19,42 @@ reports the ratio with the absolute times next to it:
    ``LinearRegression().fit`` calls;
 6. BLAS threads in mixexp's kernels (``_utils.py``): default BLAS threads
    against one thread, on an idle machine and with the other core kept busy;
-7. Softmax gate: Newton steps against L-BFGS inside EM (``gating.py``,
-   ``_NEWTON_MAX_PARAMETERS``): time per EM iteration.
+7. Retired: the softmax gate above 400 parameters takes truncated Newton
+   steps, compared with exact Newton steps in item 9;
+8. Shared normal equations (``_linear.py``, ``_SHARED_FIXED_COST``,
+   ``_SHARED_EXPERT_COST``): ``fit_linear_regressions`` with the shared
+   pass over all rows forced on and off, at 100,000 x 20 for K = 2 to 64
+   and kept fractions of the rows 1 to 0.1; whether ``_shares_dense_rows``
+   picks the faster pass, and the cost constants fitted to the timings;
+9. Softmax gate: exact against truncated Newton steps (``gating.py``,
+   ``_TRUNCATED_NEWTON_MIN_PARAMETERS``): time per EM iteration of whole
+   fits with either step forced, 84 to 672 gate parameters, and fits to
+   convergence.
 
 Every ratio divides the way the source calls slower by the way it calls
 faster, so above 1 agrees with the source. Times are medians of
 ``--repeats`` rounds; within a round the compared calls are timed one after
 the other (so a change of the machine's load hits them alike), each timing a
 loop of enough calls to last about 0.2 s after an untimed call. Items 1-5
-run with BLAS limited to one thread, as mixexp's EM loop runs.
+and 8 run with BLAS limited to one thread, as mixexp's EM loop runs; item 9
+with BLAS and OpenMP limited to one thread.
+
+``--items`` runs some of the items. Items 1-6 write one section of
+``RESULTS.md`` together (only when all six ran); items 8 and 9 write a
+section each.
 
 Run from the repository root::
 
     python benchmarks/kernels.py
+    python benchmarks/kernels.py --items 8 9
     python benchmarks/kernels.py --quick --no-write
 """
 
 import argparse
 import contextlib
 import copy
+import functools
+import itertools
 import math
 import multiprocessing
 import os
@@ -51,17 +68,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _common import LoadMeter, fmt, markdown_table, print_machine, write_section
+from scale import make_surface
 from scipy.special import logsumexp
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
+import mixexp._linear
 import mixexp.gating
 from mixexp import MixtureOfExpertsRegressor
 from mixexp._linear import _BLOCK_BYTES, _shallow_copy, fit_linear_regressions
 from mixexp._softmax import softmax_hessian
-from mixexp.datasets import make_regimes
 
 RATIO_NOTE = (
     "Ratio: the way the source calls slower over the way it calls faster "
@@ -75,12 +93,27 @@ class Settings:
     def __init__(self, args):
         self.quick = args.quick
         self.repeats = 1 if args.quick else args.repeats
-        self.fit_repeats = 1 if args.quick else args.fit_repeats
         self.min_time = 0.01 if args.quick else args.min_time
         # --quick: a smoke run of a few seconds, on smaller fits.
         self.fit_rows = 20_000 if args.quick else 200_000
-        self.em_rows = 20_000 if args.quick else 100_000
-        self.em_experts = (8,) if args.quick else (8, 16, 32)
+        # Item 8: rows, experts and the share of rows each expert keeps.
+        self.shared_rows = 20_000 if args.quick else 100_000
+        self.shared_experts = (2, 8) if args.quick else (2, 4, 8, 16, 32, 64)
+        self.shared_fractions = (1.0, 0.25) if args.quick else (1.0, 0.5, 0.25, 0.1)
+        # Item 9: rows, (n_features, n_experts) cases, fixed iterations, and
+        # the experts of the fits to convergence (n_features = 20).
+        self.switch_rows = 5_000 if args.quick else 20_000
+        self.switch_cases = (
+            ((20, 4), (20, 24), (5, 16))
+            if args.quick
+            else (
+                *((20, k) for k in (4, 8, 12, 16, 24, 32)),
+                *((5, k) for k in (16, 32, 64)),
+            )
+        )
+        self.switch_iter = 5 if args.quick else 30
+        self.switch_fit_experts = (8,) if args.quick else (8, 16, 24)
+        self.gate_repeats = 1 if args.quick else args.gate_repeats
         self.controller = ThreadpoolController()
 
 
@@ -704,28 +737,254 @@ def claim_threads(settings):
 
 
 # --------------------------------------------------------------------------
-# 7. Newton steps against L-BFGS in the softmax gate
+# 8. The experts' normal equations formed together or one expert at a time
 
 
 @contextlib.contextmanager
-def newton_max_parameters(value):
-    """Set ``mixexp.gating._NEWTON_MAX_PARAMETERS`` for the block; restore it."""
-    saved = mixexp.gating._NEWTON_MAX_PARAMETERS
-    mixexp.gating._NEWTON_MAX_PARAMETERS = value
+def shares_dense_rows(value):
+    """Force ``mixexp._linear._shares_dense_rows`` to `value`; restore it."""
+    saved = mixexp._linear._shares_dense_rows
+    mixexp._linear._shares_dense_rows = lambda *args: value
     try:
         yield
     finally:
-        mixexp.gating._NEWTON_MAX_PARAMETERS = saved
+        mixexp._linear._shares_dense_rows = saved
 
 
-def _em_fit(X, y, n_experts, fitted, key):
+def _kept_rows(rng, resp, fraction):
+    """Each expert's kept rows (None: all) and its weights, zero elsewhere.
+
+    EM keeps the rows on which an expert's responsibility is not negligible,
+    so its weights outside them are (near) zero; the shared pass, which
+    reads every row, then fits the same problem as the expert's own pass.
+    """
+    n_experts, n = resp.shape
+    if fraction >= 1.0:
+        return [None] * n_experts, [resp[k] for k in range(n_experts)]
+    rows, kept = [], np.zeros_like(resp)
+    for k in range(n_experts):
+        picked = np.sort(rng.choice(n, int(fraction * n), replace=False))
+        kept[k, picked] = resp[k, picked]
+        rows.append(picked)
+    return rows, [kept[k] for k in range(n_experts)]
+
+
+def _fit_all(X, y, weights, rows):
+    n_experts = len(weights)
+    return fit_linear_regressions(
+        [LinearRegression()] * n_experts, [X] * n_experts, y, weights, rows, None
+    )
+
+
+def _picked_faster(picked, other, slack=1.1):
+    """Whether the picked way was the faster one, within `slack`."""
+    if picked <= slack * other:
+        return "yes"
+    return f"NO ({ratio(picked / other)} slower)"
+
+
+def claim_shared_normal_equations(settings):
+    rng = np.random.RandomState(0)
+    n, d = settings.shared_rows, 20
+    X = rng.standard_normal((n, d))
+    y = X @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n)
+    rule = mixexp._linear._shares_dense_rows
+    contexts = {
+        "own": lambda: shares_dense_rows(False),
+        "shared": lambda: shares_dense_rows(True),
+    }
+    rows_out, cases = [], []
+    with blas_limit(settings, 1)():
+        for n_experts in settings.shared_experts:
+            resp = np.ascontiguousarray(rng.dirichlet(np.ones(n_experts), size=n).T)
+            for fraction in settings.shared_fractions:
+                rows, weights = _kept_rows(rng, resp, fraction)
+                kept = sum(n if r is None else r.size for r in rows) / n
+                shared_pick = rule(
+                    [X] * n_experts, weights, rows, np.ones(n_experts, dtype=bool)
+                )
+                fitted = {}
+                for key in contexts:
+                    with contexts[key]():
+                        fitted[key] = _fit_all(X, y, weights, rows)
+                difference = max(
+                    max(
+                        np.abs(a.coef_ - b.coef_).max(),
+                        abs(a.intercept_ - b.intercept_),
+                    )
+                    for a, b in zip(fitted["own"], fitted["shared"], strict=True)
+                )
+                times = timed(
+                    {
+                        key: lambda w=weights, r=rows: _fit_all(X, y, w, r)
+                        for key in contexts
+                    },
+                    settings,
+                    contexts,
+                )
+                own, shared = times["own"], times["shared"]
+                picked, other = (shared, own) if shared_pick else (own, shared)
+                cases.append((n_experts, fraction, kept, own, shared))
+                rows_out.append(
+                    [
+                        n_experts,
+                        fmt(fraction, 2),
+                        fmt(kept, 3),
+                        f"{own * 1e3:.1f}",
+                        f"{shared * 1e3:.1f}",
+                        ratio(own / shared),
+                        "shared" if shared_pick else "own",
+                        _picked_faster(picked, other),
+                        f"{difference:.1e}",
+                    ]
+                )
+    experts, fractions, kept, own, shared = (
+        np.array(column) for column in zip(*cases, strict=True)
+    )
+    # shared ms = a + b K; own ms = c * (kept rows summed over experts / n).
+    (fixed_s, per_expert_s), *_ = np.linalg.lstsq(
+        np.column_stack([np.ones_like(experts, dtype=float), experts]),
+        shared,
+        rcond=None,
+    )
+    (own_s,), *_ = np.linalg.lstsq(kept[:, np.newaxis], own, rcond=None)
+    # Not in the code's model: a shared pass over row subsets also places
+    # each expert's kept rows in every block (a term in those kept rows).
+    subsets = np.where(fractions < 1.0, kept, 0.0)
+    (_, _, scatter_s), *_ = np.linalg.lstsq(
+        np.column_stack([np.ones_like(kept), experts, subsets]), shared, rcond=None
+    )
+    fixed, per_expert = fixed_s / own_s, per_expert_s / own_s
+    code_fixed = mixexp._linear._SHARED_FIXED_COST
+    code_expert = mixexp._linear._SHARED_EXPERT_COST
+    # Which way the rule picks with the code's and with the fitted constants.
+    picks = {
+        "code": kept > code_fixed + code_expert * experts,
+        "fitted": kept > fixed + per_expert * experts,
+    }
+    faster = shared < own
+    hits = {key: int(np.sum(pick == faster)) for key, pick in picks.items()}
+    cost_rows = [
+        [
+            "fixed cost of the shared pass (`_SHARED_FIXED_COST`), in own "
+            "passes over all rows",
+            fmt(code_fixed),
+            fmt(fixed),
+            f"{fixed_s * 1e3:.1f} ms (comment: about 35 ms)",
+        ],
+        [
+            "cost of the shared pass per expert (`_SHARED_EXPERT_COST`), in "
+            "own passes over all rows",
+            fmt(code_expert),
+            fmt(per_expert),
+            f"{per_expert_s * 1e3:.2f} ms (comment: about 1 ms)",
+        ],
+        [
+            "one expert's own pass over all rows",
+            "1 (the unit)",
+            "1 (the unit)",
+            f"{own_s * 1e3:.2f} ms (comment: about 7 ms)",
+        ],
+        [
+            "not in the code: the shared pass per kept row of a row subset "
+            "(fitted with the two above), in own passes over the same rows",
+            "-",
+            fmt(scatter_s / own_s),
+            f"{scatter_s * 1e3:.2f} ms per n kept rows",
+        ],
+        [
+            "cases in which the rule picks the faster pass (no slack)",
+            f"{hits['code']} of {len(cases)}",
+            f"{hits['fitted']} of {len(cases)}",
+            "",
+        ],
+    ]
+    header = [
+        "K",
+        "kept fraction",
+        "kept rows / n (summed over experts)",
+        "own passes, ms",
+        "shared pass, ms",
+        "own / shared",
+        "rule picks",
+        "pick faster (10 % slack)",
+        "max abs difference of the coefficients",
+    ]
+    table = "\n\n".join(
+        [
+            markdown_table(header, rows_out),
+            "Cost model fitted to the table: shared ms = a + b K (least "
+            "squares over all rows of the table), own ms = c (kept rows "
+            "summed over experts / n) (least squares through 0); the code's "
+            "constants are a / c and b / c. The row below them refits the "
+            "shared ms with a third term, e (kept rows summed over experts / "
+            "n) on the rows of fraction below 1 (0 at fraction 1, where no "
+            "rows are passed), and gives e / c.",
+            markdown_table(
+                ["constant", "code", "fitted (this run)", "fitted, absolute"],
+                cost_rows,
+            ),
+        ]
+    )
+    return Claim(
+        8,
+        "Shared normal equations: one pass for all experts against one pass each",
+        "`_linear.py`",
+        "`mixexp/_linear.py` (`_SHARED_FIXED_COST` = "
+        f"{fmt(code_fixed)}, `_SHARED_EXPERT_COST` = {fmt(code_expert)}, used "
+        "by `_shares_dense_rows`: the shared pass costs all rows once plus a "
+        'little per expert, "measured at 100,000 x 20 with K = 8 to 64: 35 ms '
+        "+ 1 ms per expert, against 7 ms per expert and full set of rows "
+        'alone").',
+        f"`mixexp._linear.fit_linear_regressions([LinearRegression()] * K, [X] "
+        f"* K, y, weights, rows, None)` on {n:,} x {d} random normals, with "
+        "`mixexp._linear._shares_dense_rows` replaced by this script to "
+        "return False (each expert's own pass over its kept rows) or True "
+        "(the shared pass over all rows; restored after); BLAS limited to "
+        "one thread. Weights: the rows of the C-ordered (K, n) transpose of "
+        "an (n, K) array of Dirichlet(1, ..., 1) rows; each expert keeps a "
+        "random subset of the given fraction of the rows (`np.sort(rng."
+        "choice(n, int(f * n), replace=False))`; `None` at fraction 1, as EM "
+        "passes all rows) and its weights outside them are set to 0, as "
+        "EM's are negligible outside an expert's rows. Rule picks: what "
+        "`_shares_dense_rows` decides (kept rows "
+        "summed over experts > (fixed + per expert x K) n); pick faster: "
+        "the picked pass took at most 1.1 times the other. Difference: the "
+        "largest absolute difference of `coef_` and `intercept_` between "
+        "the two passes. Own / shared above 1: the shared pass is faster.",
+        table,
+        f"fitted fixed {fmt(fixed)} (code {fmt(code_fixed)}), per expert "
+        f"{fmt(per_expert)} (code {fmt(code_expert)}); rule right in "
+        f"{hits['code']} of {len(cases)} cases",
+    )
+
+
+# --------------------------------------------------------------------------
+# 9. Exact against truncated Newton steps of the softmax gate
+
+
+@contextlib.contextmanager
+def truncated_newton_min_parameters(value):
+    """Set ``mixexp.gating._TRUNCATED_NEWTON_MIN_PARAMETERS``; restore it."""
+    saved = mixexp.gating._TRUNCATED_NEWTON_MIN_PARAMETERS
+    mixexp.gating._TRUNCATED_NEWTON_MIN_PARAMETERS = value
+    try:
+        yield
+    finally:
+        mixexp.gating._TRUNCATED_NEWTON_MIN_PARAMETERS = saved
+
+
+GATE_PATHS = {"exact": 10**9, "truncated": 0}
+
+
+def _gate_fit(X, y, n_experts, max_iter, tol, fitted, key):
+    params = {} if tol is None else {"tol": tol}
     model = MixtureOfExpertsRegressor(
         LinearRegression(),
         n_experts=n_experts,
-        partition="random",
-        max_iter=5,
-        tol=0.0,
         random_state=0,
+        max_iter=max_iter,
+        **params,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -733,81 +992,191 @@ def _em_fit(X, y, n_experts, fitted, key):
     fitted[key] = model
 
 
-def claim_gating(settings):
-    n, d = settings.em_rows, 20
-    X, y = make_regimes(n_samples=2_000, n_features=d, n_regimes=4, random_state=0)
-    _em_fit(X, y, 4, {}, "warm-up")  # lazy imports, first-call costs
-    rows, measured = [], []
-    for n_experts in settings.em_experts:
-        X, y = make_regimes(
-            n_samples=n, n_features=d, n_regimes=n_experts, random_state=0
+def _gate_contexts(suffixes):
+    return {
+        path + suffix: (lambda value=value: truncated_newton_min_parameters(value))
+        for path, value in GATE_PATHS.items()
+        for suffix in suffixes
+    }
+
+
+def _crossover(cases):
+    """Parameters at which exact / truncated crosses 1 (interpolated), or None."""
+    cases = sorted(cases)
+    for (p0, r0), (p1, r1) in itertools.pairwise(cases):
+        if r0 < 1.0 <= r1:
+            return p0 + (p1 - p0) * (1.0 - r0) / (r1 - r0)
+    return None
+
+
+def _crossover_text(cases):
+    value = _crossover(cases)
+    if value is not None:
+        return f"about {value:.0f} parameters"
+    if all(r >= 1.0 for _, r in cases):
+        return "below the cases timed (truncated faster throughout)"
+    if all(r < 1.0 for _, r in cases):
+        return "above the cases timed (exact faster throughout)"
+    return "none upwards (the ratio falls through 1)"
+
+
+def claim_gate_steps(settings):
+    # One thread for BLAS and OpenMP: the k-means partition of the set-up
+    # runs on OpenMP threads, whose waits for a core on a shared machine
+    # made the set-up, subtracted below, vary by seconds.
+    with settings.controller.limit(limits=1):
+        return _claim_gate_steps(settings)
+
+
+def _claim_gate_steps(settings):
+    n, iters = settings.switch_rows, settings.switch_iter
+    limit = mixexp.gating._TRUNCATED_NEWTON_MIN_PARAMETERS
+    X, y = make_surface(2_000)
+    _gate_fit(X, y, 4, 3, 0.0, {}, "warm-up")  # lazy imports, first-call costs
+    rows, by_width, measured = [], {}, []
+    for d, n_experts in settings.switch_cases:
+        X, y = make_surface(n, n_features=d)
+        parameters = (d + 1) * n_experts
+        fitted = {}
+        funcs = {}
+        for path in GATE_PATHS:
+            for suffix, max_iter in (("", iters), ("1", 1)):
+                funcs[path + suffix] = functools.partial(
+                    _gate_fit, X, y, n_experts, max_iter, 0.0, fitted, path + suffix
+                )
+        times = timed(
+            funcs,
+            settings,
+            _gate_contexts(("", "1")),
+            calibrate=False,
+            repeats=settings.gate_repeats,
         )
+        per_iter = {
+            path: (times[path] - times[path + "1"]) / (iters - 1) for path in GATE_PATHS
+        }
+        value = per_iter["exact"] / per_iter["truncated"]
+        by_width.setdefault(d, []).append((parameters, value))
+        pick = "truncated" if parameters > limit else "exact"
+        other = "exact" if pick == "truncated" else "truncated"
+        counts = {fitted[path].n_iter_ for path in GATE_PATHS}
+        rows.append(
+            [
+                d,
+                n_experts,
+                parameters,
+                f"{per_iter['exact'] * 1e3:.1f}",
+                f"{per_iter['truncated'] * 1e3:.1f}",
+                ratio(value),
+                pick,
+                _picked_faster(per_iter[pick], per_iter[other]),
+                f"{times['exact1']:.2f} / {times['truncated1']:.2f}",
+                f"{fitted['exact'].lower_bound_:.4f}",
+                f"{fitted['truncated'].lower_bound_:.4f}"
+                + ("" if counts == {iters} else f" (n_iter_ {sorted(counts)})"),
+            ]
+        )
+        measured.append(f"{parameters}: {ratio(value)}")
+    header = [
+        "d",
+        "K",
+        "gate parameters (d + 1) K",
+        "exact Newton, ms / iteration",
+        "truncated Newton, ms / iteration",
+        "exact / truncated",
+        "rule picks",
+        "pick faster (10 % slack)",
+        "set-up + 1st iteration, s (exact / truncated)",
+        "`lower_bound_`, exact",
+        "`lower_bound_`, truncated",
+    ]
+    crossover_text = "; ".join(
+        f"d = {d}: {_crossover_text(cases)}" for d, cases in by_width.items()
+    )
+
+    d = 20
+    X, y = make_surface(n, n_features=d)
+    fit_rows = []
+    for n_experts in settings.switch_fit_experts:
+        parameters = (d + 1) * n_experts
         fitted = {}
         times = timed(
             {
-                "newton": lambda X=X, y=y, k=n_experts, out=fitted: _em_fit(
-                    X, y, k, out, "newton"
-                ),
-                "lbfgs": lambda X=X, y=y, k=n_experts, out=fitted: _em_fit(
-                    X, y, k, out, "lbfgs"
-                ),
+                path: functools.partial(
+                    _gate_fit, X, y, n_experts, 300, None, fitted, path
+                )
+                for path in GATE_PATHS
             },
             settings,
-            contexts={"lbfgs": lambda: newton_max_parameters(0)},
+            _gate_contexts(("",)),
             calibrate=False,
-            repeats=settings.fit_repeats,
+            repeats=1,
         )
-        iterations = {key: model.n_iter_ for key, model in fitted.items()}
-        newton = times["newton"] / iterations["newton"]
-        lbfgs = times["lbfgs"] / iterations["lbfgs"]
-        differ = not np.allclose(
-            fitted["newton"].predict(X[:1000]), fitted["lbfgs"].predict(X[:1000])
-        )
-        rows.append(
+        pick = "truncated" if parameters > limit else "exact"
+        other = "exact" if pick == "truncated" else "truncated"
+        fit_rows.append(
             [
                 n_experts,
-                (d + 1) * n_experts,
-                f"{iterations['newton']} / {iterations['lbfgs']}",
-                f"{newton:.3f} s",
-                f"{lbfgs:.3f} s",
-                ratio(lbfgs / newton),
-                "yes" if differ else "NO (the constant had no effect)",
+                parameters,
+                " / ".join(str(fitted[path].n_iter_) for path in GATE_PATHS),
+                f"{times['exact']:.2f} / {times['truncated']:.2f}",
+                ratio(times["exact"] / times["truncated"]),
+                pick,
+                _picked_faster(times[pick], times[other]),
+                " / ".join(f"{fitted[path].lower_bound_:.4f}" for path in GATE_PATHS),
             ]
         )
-        measured.append(
-            f"K = {n_experts}: {newton:.2f} / {lbfgs:.2f} s ({ratio(lbfgs / newton)})"
-        )
-    header = [
+    fit_header = [
         "K",
         "gate parameters",
-        "iterations (Newton / L-BFGS)",
-        "Newton, s / iteration",
-        "L-BFGS, s / iteration",
-        "L-BFGS / Newton",
-        "models differ",
+        "iterations (exact / truncated)",
+        "fit time, s (exact / truncated)",
+        "exact / truncated",
+        "rule picks",
+        "pick faster (10 % slack)",
+        "`lower_bound_` (exact / truncated)",
     ]
+    table = "\n\n".join(
+        [
+            f"Fixed work: {iters} iterations (`tol=0.0`), n = {n:,}.",
+            markdown_table(header, rows),
+            f"Crossover (exact / truncated = 1, interpolated): {crossover_text}.",
+            f"To convergence: default `tol`, `max_iter=300`, n = {n:,}, d = "
+            f"{d}, one fit of each path.",
+            markdown_table(fit_header, fit_rows),
+        ]
+    )
     return Claim(
-        7,
-        "Softmax gate: Newton steps against L-BFGS inside EM",
+        9,
+        "Softmax gate: exact Newton against truncated Newton steps",
         "`gating.py`",
-        "`mixexp/gating.py` (`_NEWTON_MAX_PARAMETERS` = 1000, above which the "
-        'gate is fitted by L-BFGS: "a Hessian costs about (n_features + 1) * '
-        "n_experts / 4 gradients and its eigendecomposition grows with the "
-        "cube of the parameters. Below it, EM iterations with Newton steps "
-        'were the faster ones").',
-        f"whole fits of `MixtureOfExpertsRegressor(LinearRegression(), "
-        'n_experts=K, partition="random", max_iter=5, tol=0.0, '
-        f"random_state=0)` on `make_regimes(n_samples={n:,}, n_features={d}, "
-        "n_regimes=K, random_state=0)`, ConvergenceWarning silenced, as they "
-        "are (Newton steps, the gate has at most 1000 parameters) and with "
-        "`mixexp.gating._NEWTON_MAX_PARAMETERS` set to 0 by this script "
-        "(L-BFGS solves; restored after). Seconds per iteration = fit time (median of "
-        f"{settings.fit_repeats}, the two settings alternated, after one "
-        "small warm-up fit) / `n_iter_`, set-up included. EM runs with BLAS "
-        "limited to one thread (mixexp's own limit). Models differ: the two "
-        "fits predict differently, so the constant took effect.",
-        markdown_table(header, rows),
-        "Newton / L-BFGS s per iteration: " + "; ".join(measured),
+        "`mixexp/gating.py` (`_TRUNCATED_NEWTON_MIN_PARAMETERS` = "
+        f"{limit}: above this many gate parameters ((n_features + 1) * "
+        "n_experts) the gate takes truncated Newton steps (conjugate gradients "
+        'on Hessian products) instead of exact ones; "fits to convergence took '
+        "as long with either up to 336 parameters, the exact steps needing "
+        "fewer iterations; from 504 the truncated steps are 1.5 times "
+        'faster").',
+        "whole fits of `MixtureOfExpertsRegressor(LinearRegression(), "
+        "n_experts=K, random_state=0, max_iter=M, tol=0.0)` (default k-means "
+        "partition and gate, ConvergenceWarning silenced) on `make_surface(n, "
+        "n_features=d)` of `benchmarks/scale.py`, with "
+        "`mixexp.gating._TRUNCATED_NEWTON_MIN_PARAMETERS` set by this script "
+        "to 10**9 (exact Newton steps always) or 0 (truncated always; "
+        "restored after). Time per iteration: the marginal cost "
+        f"(t(max_iter={iters}) - t(max_iter=1)) / {iters - 1}, each t the "
+        f"median of {settings.gate_repeats} fits, the four fits of a case "
+        "alternated (after one small warm-up fit), so the k-means partition "
+        "and the set-up are left out (reported apart). BLAS and OpenMP "
+        "limited to one thread by this script around the whole item (as "
+        "mixexp's EM loop limits BLAS; k-means runs on OpenMP threads). "
+        "Rule picks: truncated "
+        f"when the parameters exceed {limit}; pick faster: the picked path "
+        "took at most 1.1 times the other. The two paths take different "
+        "steps, so their `lower_bound_` differ. Exact / truncated above 1: "
+        "the truncated step is faster.",
+        table,
+        f"exact / truncated by parameters: {'; '.join(measured)}; crossover "
+        f"{crossover_text}",
     )
 
 
@@ -819,13 +1188,48 @@ def summary_table(claims):
     return markdown_table(["#", "claim", "source", "measured (this run)"], rows)
 
 
+# Items 1-6 share the section "kernels", written when all six ran; the
+# longer items 8 and 9 write a section each. Item 7 is retired (see the
+# module docstring); its number is kept free.
+ITEMS = {
+    1: claim_reductions,
+    2: claim_gathers,
+    3: claim_copies,
+    4: claim_threadpoolctl,
+    5: claim_linear,
+    6: claim_threads,
+    8: claim_shared_normal_equations,
+    9: claim_gate_steps,
+}
+SHARED_ITEMS = (1, 2, 3, 4, 5, 6)
+OWN_SECTIONS = {
+    8: ("kernels-shared-normal-equations", "Shared normal equations (kernels, item 8)"),
+    9: (
+        "kernels-truncated-newton",
+        "Softmax gate: exact against truncated Newton (kernels, item 9)",
+    ),
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--items",
+        type=int,
+        nargs="+",
+        choices=sorted(ITEMS),
+        default=sorted(ITEMS),
+        metavar="N",
+        help="items to run (default: all, 1-6, 8 and 9; 7 is retired)",
+    )
     parser.add_argument(
         "--repeats", type=int, default=5, help="rounds of each micro-benchmark"
     )
     parser.add_argument(
-        "--fit-repeats", type=int, default=3, help="fits of each EM setting (item 7)"
+        "--gate-repeats",
+        type=int,
+        default=2,
+        help="fits of each setting in item 9's fixed-iteration table",
     )
     parser.add_argument(
         "--min-time",
@@ -836,52 +1240,64 @@ def main(argv=None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run of a few seconds (one round, smaller fits, K = 8 only "
-        "in item 7); never writes RESULTS.md",
+        help="smoke run of a few seconds (one round, 20,000 rows in item 5, "
+        "fewer and smaller cases in items 8 and 9); never writes RESULTS.md",
     )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     settings = Settings(args)
+    selected = sorted(set(args.items))
 
     machine = print_machine()
     meter = LoadMeter()
     start = time.perf_counter()
-    claims = []
-    for measure in (
-        claim_reductions,
-        claim_gathers,
-        claim_copies,
-        claim_threadpoolctl,
-        claim_linear,
-        claim_threads,
-        claim_gating,
-    ):
-        claim = measure(settings)
+    claims, own_meters, own_times = [], {}, {}
+    for number in selected:
+        item_meter, item_start = LoadMeter(), time.perf_counter()
+        claim = ITEMS[number](settings)
+        own_times[number] = time.perf_counter() - item_start
+        own_meters[number] = item_meter.text()
         claim.print()
+        print(f"Item {number} run time: {own_times[number]:.0f} s\n", flush=True)
         claims.append(claim)
     total = time.perf_counter() - start
     summary = summary_table(claims)
     print("Summary\n\n" + summary + "\n")
-    print(meter.text() + " (item 6's spinning process counts as another process)")
+    print(
+        meter.text()
+        + (
+            " (item 6's spinning process counts as another process)"
+            if 6 in selected
+            else ""
+        )
+    )
     print(f"Total run time: {total:.0f} s")
 
     if args.quick:
         print("--quick: RESULTS.md not written.")
-    elif not args.no_write:
+        return 0
+    if args.no_write:
+        return 0
+    shared = [c for c in claims if c.number in SHARED_ITEMS]
+    if len(shared) == len(SHARED_ITEMS):
+        shared_time = sum(own_times[number] for number in SHARED_ITEMS)
         blocks = [
             "Each figure backs a reason given in a source comment of "
             "`mixexp/` (quoted on its `backs:` line). Times are medians of "
-            f"{settings.repeats} rounds (item 7: {settings.fit_repeats} fits); "
+            f"{settings.repeats} rounds; "
             "in each round the compared calls are timed one after the other, "
             f"each a loop of calls lasting at least {settings.min_time} s after "
             "an untimed call. Items 1-5 run with BLAS limited to one thread, as "
             "mixexp's EM loop does. Random data from `np.random.RandomState(0)`. "
-            f"Total run time {total:.0f} s. " + meter.text() + " (item 6's "
-            "spinning process counts as another process.)",
+            f"Run time of items 1-6 {shared_time:.0f} s. "
+            + meter.text()
+            + " (item 6's "
+            "spinning process counts as another process.) Items 8 and 9 have "
+            "sections of their own.",
             "**Summary**",
-            summary,
+            summary_table(shared),
         ]
-        for claim in claims:
+        for claim in shared:
             blocks.extend(claim.blocks())
         write_section(
             "kernels",
@@ -889,6 +1305,23 @@ def main(argv=None):
             blocks,
             machine=machine,
         )
+    elif shared:
+        print(
+            "Items 1-6 write their section only when all six run: "
+            "section 'kernels' not written."
+        )
+    for claim in claims:
+        if claim.number not in OWN_SECTIONS:
+            continue
+        name, title = OWN_SECTIONS[claim.number]
+        blocks = [
+            f"Item {claim.number} of `benchmarks/kernels.py`, which backs a "
+            "reason given in a source comment of `mixexp/` (quoted on its "
+            f"`backs:` line). Run time {own_times[claim.number]:.0f} s. "
+            + own_meters[claim.number],
+            *claim.blocks(),
+        ]
+        write_section(name, title, blocks, machine=machine)
     return 0
 
 

@@ -23,6 +23,9 @@ Run from the repository root::
 
     python benchmarks/profile_em.py
     python benchmarks/profile_em.py --threads 1
+    python benchmarks/profile_em.py --n-experts 64 --n-samples 100000
+
+Another number of experts writes its own section (``profile_em-k64``).
 """
 
 import argparse
@@ -200,7 +203,11 @@ def main(argv=None):
         "Top functions by own time (cProfile):\n\n```\n" + top + "\n```",
     ]
     if not args.no_write:
-        name = "profile_em" + (f"-threads{args.threads}" if args.threads else "")
+        name = (
+            "profile_em"
+            + (f"-k{args.n_experts}" if args.n_experts != 8 else "")
+            + (f"-threads{args.threads}" if args.threads else "")
+        )
         write_section(
             name,
             f"Where the time of one EM fit goes ({args.n_samples} x "

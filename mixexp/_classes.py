@@ -294,9 +294,38 @@ def _used_experts(weights):
 
 def _regression_outputs(experts, X_parts, used=None):
     """Each expert's predictions (n, m): a list, or a dict over `used`."""
-    if used is None:
-        return [_predict_expert(experts, k, X_parts[k]) for k in range(len(experts))]
-    return {k: _predict_expert(experts, k, X_parts[k]) for k in used}
+    ks = list(range(len(experts)) if used is None else used)
+    batched = _batched_linear_outputs(experts, X_parts, ks)
+    outputs = {
+        k: batched[k] if k in batched else _predict_expert(experts, k, X_parts[k])
+        for k in ks
+    }
+    return list(outputs.values()) if used is None else outputs
+
+
+def _batched_linear_outputs(experts, X_parts, ks):
+    """The predictions of the single-target LinearRegression experts that
+    share one X, from one matrix product (a pass over X for all of them,
+    not one each): {k: (n, 1) view}."""
+    linear = [
+        k
+        for k in ks
+        if is_plain_linear_regression(experts[k])
+        and experts[k].coef_.ndim == 1
+        and X_parts[k] is X_parts[ks[0]]
+    ]
+    if len(linear) < 2:
+        return {}
+    coef = np.array([experts[k].coef_ for k in linear])
+    intercept = np.array([experts[k].intercept_ for k in linear], dtype=float)
+    X = X_parts[linear[0]]
+    with single_threaded_blas:
+        outT = coef @ X.T
+    outT += intercept[:, np.newaxis]
+    return {
+        k: _check_finite_output(outT[i].reshape(-1, 1), experts, k)
+        for i, k in enumerate(linear)
+    }
 
 
 def _predict_expert(experts, k, X):

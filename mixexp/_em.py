@@ -12,7 +12,7 @@ responsibilities.
 import numpy as np
 
 
-def posterior(log_gate, log_likelihood):
+def posterior(log_gate, log_likelihood, overwrite=False):
     """The E-step: responsibilities and per-row log-likelihood of the mixture.
 
     ``log R_ik = log g_k(x_i) + log p_k(y_i | x_i) - log p(y_i | x_i)``, with
@@ -28,6 +28,11 @@ def posterior(log_gate, log_likelihood):
         Log gate probabilities ``log g_k(x_i)``.
     log_likelihood : ndarray of shape (n, K)
         Log expert likelihoods ``log p_k(y_i | x_i)``.
+    overwrite : bool, default=False
+        Whether `log_likelihood` may be overwritten: when it is a transposed
+        view of a C-contiguous (K, n) array (as the likelihood families
+        return it), the responsibilities are then computed in its memory,
+        without allocating another (n, K) array.
 
     Returns
     -------
@@ -38,7 +43,11 @@ def posterior(log_gate, log_likelihood):
     log_prob : ndarray of shape (n,)
         ``log p(y_i | x_i)``.
     """
-    joint = np.add(log_gate.T, log_likelihood.T, order="C")
+    joint = log_likelihood.T
+    if overwrite and joint.flags.c_contiguous and joint.flags.writeable:
+        joint += log_gate.T
+    else:
+        joint = np.add(log_gate.T, joint, order="C")
     shift = joint.max(axis=0)
     shift[~np.isfinite(shift)] = 0.0  # a row of -inf: log_prob is -inf
     joint -= shift

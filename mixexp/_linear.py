@@ -44,6 +44,20 @@ __all__ = [
 # largest.
 _RANK_TOLERANCE = 1e3 * np.finfo(float).eps
 
+# The cost of the shared pass that forms every expert's normal equations
+# together, in passes of one expert over all rows: fixed, and per expert.
+# Measured at 100,000 x 20 with K = 8 to 64 (``benchmarks/kernels.py``,
+# item "shared normal equations"): 35 ms + 1 ms per expert, against 7 ms per
+# expert and full set of rows alone.
+_SHARED_FIXED_COST = 5.0
+_SHARED_EXPERT_COST = 0.15
+
+# Formed together, an expert's Gram matrix comes from moments about the
+# overall mean: a column whose second moment there exceeds its spread about
+# the expert's own mean by more than this factor (1e4: four of sixteen
+# digits lost) is left to the expert's own centred pass.
+_SHARED_MAX_CANCELLATION = 1e4
+
 # Bytes of one block of rows (transposed, with the targets): a few MiB, so
 # that a block stays in cache while it is centred, weighted and multiplied.
 _BLOCK_BYTES = 2**21
@@ -100,10 +114,18 @@ def fit_linear_regressions(templates, X_parts, y, weights, rows, sample_weight=N
         ]
     targets = y.reshape(y.shape[0], -1)
     intercepts = np.array([t.fit_intercept for t in templates])
+    shared = _shares_dense_rows(X_parts, weights, rows, intercepts)
+    problems = [None] * len(templates)
+    if shared:
+        problems = _shared_normal_equations(
+            X_parts[0], targets, weights, rows, sample_weight
+        )
     problems = [
-        _normal_equations(X, targets, w, r, fit_intercept, sample_weight)
-        for X, w, r, fit_intercept in zip(
-            X_parts, weights, rows, intercepts, strict=True
+        problem
+        if problem is not None
+        else _normal_equations(X, targets, w, r, fit_intercept, sample_weight)
+        for problem, X, w, r, fit_intercept in zip(
+            problems, X_parts, weights, rows, intercepts, strict=True
         )
     ]
     stacked = (np.stack(part) for part in zip(*problems, strict=True))
@@ -157,7 +179,8 @@ def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
         if rows is None:
             z[: X.shape[1]] = X[picked].T if XT is None else XT[:, picked]
             z[X.shape[1] :] = targets[picked].T
-        else:  # np.take: faster than fancy indexing (benchmarks/kernels.py)
+        else:  # np.take: no slower than fancy indexing on a row-major X, 2 to
+            # 8 times faster on a column-major one (benchmarks/kernels.py, item 2)
             z[: X.shape[1]] = (
                 np.take(X, picked, axis=0).T
                 if XT is None
@@ -191,6 +214,112 @@ def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
         mean[:n_features],
         mean[n_features:],
     )
+
+
+def _shares_dense_rows(X_parts, weights, rows, fit_intercept):
+    """Whether the experts' normal equations are best formed together.
+
+    They can be when every expert sees the same columns and fits an
+    intercept. A pass of its own costs each expert in proportion to the
+    rows it keeps; the shared pass costs all rows once, plus a little per
+    expert (`_SHARED_FIXED_COST`, `_SHARED_EXPERT_COST`): it pays with many
+    overlapping experts (a soft EM from a random start, or many local
+    experts), not with a few that have specialised.
+    """
+    n_experts = len(X_parts)
+    if not all(fit_intercept) or any(w is None for w in weights):
+        return False
+    if any(X is not X_parts[0] for X in X_parts):
+        return False
+    n_samples = X_parts[0].shape[0]
+    kept = sum(n_samples if r is None else r.size for r in rows)
+    cost = _SHARED_FIXED_COST + _SHARED_EXPERT_COST * n_experts
+    return kept > cost * n_samples
+
+
+def _shared_normal_equations(X, targets, weights, rows, sample_weight):
+    """Every expert's `_normal_equations` on its rows, formed together.
+
+    Per block of rows, the columns (features, then targets) are centred on
+    their overall weighted mean ``c`` and the products of every pair of
+    them formed once; one matrix product with the (K, rows) weights then
+    sums each expert's weight, first moments and second moments. Each
+    expert's Gram matrix about its own mean follows as ``S2 / W - m m^T``
+    (times W): exact in exact arithmetic, with a cancellation that grows as
+    ``|m - c|^2 / variance``. An expert whose columns lose more than
+    `_SHARED_MAX_CANCELLATION` that way is left to `_normal_equations`
+    (None in its place).
+
+    Returns
+    -------
+    list of K tuples ``(gram, moment, total, x_mean, y_mean)`` or None
+    """
+    n_samples, n_features = X.shape
+    width = n_features + targets.shape[1]
+    n_experts = len(weights)
+    rows = [r if r is None or np.all(r[1:] > r[:-1]) else np.unique(r) for r in rows]
+    n_pairs = width * (width + 1) // 2
+    overall = sample_weight if sample_weight is not None else np.ones(n_samples)
+    centre = np.concatenate([overall @ X, overall @ targets]) / overall.sum()
+    n_sums = 1 + width + n_pairs
+    block_rows = min(max(256, _BLOCK_BYTES // (8 * n_sums)), n_samples)
+    features = np.empty((n_sums, block_rows))
+    features[0] = 1.0
+    block_weights = np.empty((n_experts, block_rows))
+    sums = np.zeros((n_experts, n_sums))
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        m = stop - start
+        z = features[1 : 1 + width, :m]
+        np.subtract(
+            X[start:stop].T, centre[:n_features, np.newaxis], out=z[:n_features]
+        )
+        np.subtract(
+            targets[start:stop].T, centre[n_features:, np.newaxis], out=z[n_features:]
+        )
+        offset = 1 + width
+        for a in range(width):
+            np.multiply(z[a:], z[a], out=features[offset : offset + width - a, :m])
+            offset += width - a
+        for k, (w, kept) in enumerate(zip(weights, rows, strict=True)):
+            if kept is None:
+                block_weights[k, :m] = w[start:stop]
+                continue
+            # The expert's rows in this block, of the increasing `kept`.
+            lo, hi = np.searchsorted(kept, (start, stop))
+            block_weights[k, :m] = 0.0
+            block_weights[k, kept[lo:hi] - start] = w[kept[lo:hi]]
+        if sample_weight is not None:
+            block_weights[:, :m] *= sample_weight[start:stop]
+        sums += block_weights[:, :m] @ features[:, :m].T
+    total = sums[:, 0]
+    upper = np.triu_indices(width)
+    problems = []
+    for k in range(n_experts):
+        if not total[k] > 0:
+            problems.append(None)
+            continue
+        mean = sums[k, 1 : 1 + width] / total[k]
+        second = np.empty((width, width))
+        second[upper] = sums[k, 1 + width :]
+        second[upper[1], upper[0]] = sums[k, 1 + width :]
+        gram = second - total[k] * np.outer(mean, mean)
+        spread = np.diagonal(gram)
+        raw = np.diagonal(second)
+        if np.any(raw > _SHARED_MAX_CANCELLATION * np.maximum(spread, 0.0)):
+            problems.append(None)
+            continue
+        mean = mean + centre
+        problems.append(
+            (
+                gram[:n_features, :n_features],
+                gram[:n_features, n_features:],
+                total[k],
+                mean[:n_features],
+                mean[n_features:],
+            )
+        )
+    return problems
 
 
 def _row_weights(weights, sample_weight, rows, n_rows):

@@ -67,7 +67,7 @@ def reseed(resp, experts, log_prob, X, sample_weight, min_expert_load):
         The experts that got rows (one with none to take is skipped).
     """
     n_samples, n_experts = resp.shape
-    resp = resp.copy()
+    resp = resp.copy(order="K")  # each expert's column kept contiguous
     owners = np.argmax(resp, axis=1)
     reseeded = []
     for k in experts:

@@ -110,7 +110,9 @@ def _single_run(context, gate_template, init, seed):
     )
     # Softened for every training mode: soft EM starts from it, and hard
     # EM keeps its argmax while capacity routing needs its ranking.
-    resp = _em.soften(resp)
+    # Laid out as the E-step's responsibilities are (each expert's column
+    # contiguous), which the gate and the experts' M-step read along.
+    resp = np.asfortranarray(_em.soften(resp))
     gate = gate_template._em_start(
         context.X_gate,
         context.sample_weight,
@@ -167,7 +169,7 @@ def run_em(context, run, resp, rng):
         del outputs  # n x K x outputs: free before the E-step allocates
         log_gate = run.gate.log_proba()
         with single_threaded_blas:
-            resp, log_prob = _em.posterior(log_gate, log_lik)
+            resp, log_prob = _em.posterior(log_gate, log_lik, overwrite=True)
         del log_lik, log_gate
         penalty = run.gate.penalty + (expert_penalty or 0.0)
         objective = _em.mean_log_likelihood(log_prob, w) - penalty / w.sum()

@@ -12,23 +12,35 @@ run along contiguous memory, vectorised over the rows (see
 """
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator, cg
 
 # Entries per block ((n_features + 1) * n_experts by a block of rows) when the
 # softmax gate's Hessian is summed: large enough for fast matrix products,
 # small enough for each block to stay in cache (2 MiB).
 _HESSIAN_BLOCK_SIZE = 2**18
 
+# Gate probabilities below this count as zero in the single-precision
+# products of many experts' gate steps (`block_curvature`, the
+# Hessian-vector products): their terms there would be about 1e-20 of the
+# others, and products of such numbers in float32 fall to subnormal numbers,
+# on which arithmetic runs many times slower.
+_NEGLIGIBLE_PROBABILITY = 1e-20
 
-def softmax_scoresT(coef, X, mean, scale):
+
+def softmax_scoresT(coef, X, mean, scale, zT=None):
     """Linear scores of each expert, less each row's largest, as (K, n).
 
     `coef` holds the intercepts (first row) and the coefficients on the
     standardised features; the standardisation is folded into them, so X is
-    used as it is. The shift keeps ``exp`` from overflowing.
+    used as it is, or the standardised rows `zT` (`standardised_rowsT`)
+    when a fit has made them. The shift keeps ``exp`` from overflowing.
     """
-    raw = coef[1:] / scale[:, np.newaxis]
-    scores = raw.T @ X.T
-    scores += (coef[0] - mean @ raw)[:, np.newaxis]
+    if zT is not None:
+        scores = np.ascontiguousarray(coef.T) @ zT
+    else:
+        raw = coef[1:] / scale[:, np.newaxis]
+        scores = raw.T @ X.T
+        scores += (coef[0] - mean @ raw)[:, np.newaxis]
     scores -= scores.max(axis=0)
     return scores
 
@@ -40,7 +52,7 @@ def softmax_log_probaT(coef, X, mean, scale):
     return scores
 
 
-def softmax_evaluation(params, X, mean, scale, n_experts):
+def softmax_evaluation(params, X, mean, scale, n_experts, zT=None):
     """What the gate's loss needs from its parameters, whatever the targets.
 
     Returns
@@ -53,7 +65,7 @@ def softmax_evaluation(params, X, mean, scale, n_experts):
         ``log sum_k exp(scores)``, so that ``scores - log_norm`` are the log
         gate probabilities.
     """
-    scores = softmax_scoresT(params.reshape(-1, n_experts), X, mean, scale)
+    scores = softmax_scoresT(params.reshape(-1, n_experts), X, mean, scale, zT)
     probaT = np.exp(scores)
     norm = probaT.sum(axis=0)
     probaT /= norm
@@ -61,7 +73,15 @@ def softmax_evaluation(params, X, mean, scale, n_experts):
 
 
 def softmax_objective(
-    params, X, mean, scale, targetsT, scaled, penalty_scale, evaluation=None
+    params,
+    X,
+    mean,
+    scale,
+    targetsT,
+    scaled,
+    penalty_scale,
+    evaluation=None,
+    gradient=True,
 ):
     """Weighted cross-entropy against soft targets plus L2 penalty, and grad.
 
@@ -83,6 +103,9 @@ def softmax_objective(
         ``alpha / total weight``.
     evaluation : tuple, default=None
         `softmax_evaluation` at `params`, when it is already known.
+    gradient : bool, default=True
+        Whether to compute the gradient (None in its place otherwise): a
+        line search's last trial needs only the loss.
 
     Notes
     -----
@@ -100,11 +123,24 @@ def softmax_objective(
     cross = np.einsum("ki,ki->i", targetsT, scores)
     loss = scaled @ (log_norm - cross)
     loss += 0.5 * penalty_scale * np.sum(coef[1:] ** 2)
-    residual = probaT - targetsT
-    residual *= scaled
-    grad = np.empty_like(coef)
-    grad[0] = residual.sum(axis=1)
-    grad[1:] = (X.T @ residual.T - np.outer(mean, grad[0])) / scale[:, np.newaxis]
+    if not gradient:
+        return loss, None
+    # Summed over blocks of rows: no (K, n) array of residuals is allocated.
+    n_samples, n_experts = X.shape[0], targetsT.shape[0]
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    residual = np.empty((n_experts, block_rows))
+    grad = np.zeros_like(coef)
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        r = np.subtract(
+            probaT[:, start:stop],
+            targetsT[:, start:stop],
+            out=residual[:, : stop - start],
+        )
+        r *= scaled[start:stop]
+        grad[0] += r.sum(axis=1)
+        grad[1:] += X[start:stop].T @ r.T
+    grad[1:] = (grad[1:] - np.outer(mean, grad[0])) / scale[:, np.newaxis]
     grad[1:] += penalty_scale * coef[1:]
     return loss, grad.ravel()
 
@@ -320,3 +356,212 @@ def evidence_alpha(params, curvature, penalty_scale, n_experts):
     if not norm2 > 0:
         return None, gamma
     return gamma / norm2, gamma
+
+
+# ----------------------------------------------------------------------
+# Many experts: truncated Newton steps.
+#
+# The Hessian's cost, n (K (d + 1))^2, is what makes many experts slow. A
+# Newton step needs only the Hessian's action on a few directions: conjugate
+# gradients solve for it with products ``H D`` (`hessian_vector`, two matrix
+# products the size of the scores, n K (d + 1)), preconditioned by the
+# experts' own diagonal blocks of H (`block_curvature`, n K (d + 1)^2 / 2).
+
+
+def standardised_rowsT(X, mean, scale):
+    """The rows ``z_i = [1, (x_i - mean) / scale]`` as columns: (d + 1, n).
+
+    Made once per fit where many experts make the gate's passes over the
+    rows the larger cost (`hessian_vector`, `block_curvature`): their
+    products then run on contiguous rows of one array, with nothing to
+    standardise on the way.
+    """
+    zT = np.empty((X.shape[1] + 1, X.shape[0]))
+    zT[0] = 1.0
+    np.subtract(X.T, mean[:, np.newaxis], out=zT[1:])
+    zT[1:] /= scale[:, np.newaxis]
+    return zT
+
+
+def block_curvature(zT, probaT, scaled):
+    """Each expert's diagonal block of the cross-entropy's Hessian.
+
+    ``H_kk = sum_i s_i p_ik (1 - p_ik) z_i z_i^T`` over the standardised
+    rows `zT` (`standardised_rowsT`), for every k at once: per block of
+    rows, the products ``z_ia z_ib`` (a <= b) are formed once and one matrix
+    product with the (K, rows) weights gives every expert's block. It costs
+    ``n K (d + 1) (d + 2) / 2`` multiply-adds, not the full Hessian's
+    ``n (K (d + 1))^2``.
+
+    The products run in single precision, twice as fast: the blocks only
+    precondition conjugate gradients on the exact Hessian
+    (`truncated_newton_direction`), and count the well-determined
+    directions for the evidence.
+
+    Returns
+    -------
+    ndarray of shape (n_experts, n_features + 1, n_features + 1)
+    """
+    width, n_samples = zT.shape
+    n_experts = probaT.shape[0]
+    n_pairs = width * (width + 1) // 2
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_pairs), n_samples)
+    z32 = np.empty((width, block_rows), dtype=np.float32)
+    pairs = np.empty((n_pairs, block_rows), dtype=np.float32)
+    weights = np.empty((n_experts, block_rows), dtype=np.float32)
+    sums = np.zeros((n_experts, n_pairs))
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        m = stop - start
+        z = z32[:, :m]
+        z[:] = zT[:, start:stop]
+        offset = 0
+        for a in range(width):  # the rows z_a z_b, b >= a, one slice at a time
+            np.multiply(z[a:], z[a], out=pairs[offset : offset + width - a, :m])
+            offset += width - a
+        p = probaT[:, start:stop]
+        curvature = p * (1.0 - p)
+        curvature *= scaled[start:stop]
+        # Products with such terms would run on subnormal float32 numbers,
+        # many times slower, for terms that count nothing.
+        curvature[p < _NEGLIGIBLE_PROBABILITY] = 0.0
+        weights[:, :m] = curvature
+        sums += weights[:, :m] @ pairs[:, :m].T
+    upper = np.triu_indices(width)
+    blocks = np.zeros((n_experts, width, width))
+    blocks[:, upper[0], upper[1]] = sums
+    blocks[:, upper[1], upper[0]] = sums
+    return blocks
+
+
+def block_factors(blocks, penalty_scale):
+    """Eigenpairs of each expert's block plus the penalty, (values, vectors).
+
+    Directions of (relative) eigenvalue below 1e-12 get no step: their
+    values are set to infinity.
+    """
+    matrices = blocks.copy()
+    width = blocks.shape[1]
+    diagonal = np.arange(1, width)
+    matrices[:, diagonal, diagonal] += penalty_scale
+    values, vectors = np.linalg.eigh(matrices)
+    top = np.maximum(values[:, -1:], 0.0)
+    values = np.where(values > 1e-12 * top, values, np.inf)
+    return values, vectors
+
+
+def block_direction(grad, factors):
+    """``blockdiag(H_kk + c P)^-1 grad``: each expert's Newton step alone."""
+    values, vectors = factors
+    n_experts, width = values.shape
+    G = grad.reshape(width, n_experts).T  # (K, d + 1)
+    coords = np.einsum("kab,ka->kb", vectors, G) / values
+    return np.einsum("kab,kb->ak", vectors, coords).ravel()
+
+
+def block_evidence_alpha(params, blocks, penalty_scale):
+    """The evidence re-estimate of the penalty from each expert's block.
+
+    As `evidence_alpha`, with the eigenvalues of the Hessian on the
+    coefficients modelled from each expert's own block (intercept profiled
+    out), without the coupling between experts. The coupling removes one
+    expert's worth of directions (the shift shared by every expert, to
+    which the softmax is blind) and stiffens the others: ``gamma = (K - 1)
+    / K sum_k sum_j h_kj / (h_kj + c)`` with ``h_kj = K / (K - 1)`` times
+    the block's eigenvalues. This is exact for two experts (whose Hessian
+    is ``[[A, -A], [-A, A]]``) and for a gate that gives every expert the
+    same probability everywhere.
+
+    Returns
+    -------
+    alpha : float or None
+        None when the coefficients are all zero.
+    gamma : float
+    """
+    n_experts, width, _ = blocks.shape
+    if n_experts < 2:
+        return None, 0.0
+    intercept = blocks[:, :1, :1]
+    safe = np.where(intercept > 0, intercept, 1.0)
+    cross = blocks[:, 1:, :1]
+    profiled = blocks[:, 1:, 1:] - cross @ np.swapaxes(cross, 1, 2) / safe
+    values = np.linalg.eigvalsh(profiled) * (n_experts / (n_experts - 1))
+    values = np.where(values > 1e-12 * np.maximum(values[:, -1:], 0.0), values, 0.0)
+    share = values / (values + penalty_scale) if penalty_scale > 0 else values > 0
+    gamma = float(np.sum(share)) * (n_experts - 1) / n_experts
+    gamma = min(max(gamma, 0.0), float((width - 1) * (n_experts - 1)))
+    norm2 = float(np.sum(params[1:] ** 2))
+    if not norm2 > 0:
+        return None, gamma
+    return gamma / norm2, gamma
+
+
+def hessian_vector(direction, zT, probaT, weightedT, penalty_scale):
+    """The Hessian of `softmax_objective` times a direction, without the Hessian.
+
+    ``H D = sum_i z_i (s_i p_i * (u_i - p_i^T u_i))^T + c P D`` with
+    ``u_i = D^T z_i`` the change of row i's scores along D: two matrix
+    products the size of the scores, n K (d + 1) each, on the standardised
+    rows `zT` (`standardised_rowsT`), and three passes over (K, rows)
+    arrays, summed over blocks of rows so that these stay in cache. The
+    products run in the precision of `zT`, `probaT` and `weightedT` (the
+    probabilities times the row weights ``s_i``): single precision in
+    `truncated_newton_direction`, where the products only guide conjugate
+    gradients.
+    """
+    width, n_samples = zT.shape
+    n_experts = probaT.shape[0]
+    step = direction.reshape(width, n_experts)
+    stepT = np.ascontiguousarray(step.T, dtype=zT.dtype)
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    change = np.empty((n_experts, block_rows), dtype=zT.dtype)
+    total = np.zeros((width, n_experts))
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        z = zT[:, start:stop]
+        u = np.matmul(stepT, z, out=change[:, : stop - start])
+        u -= np.einsum("ki,ki->i", probaT[:, start:stop], u)
+        u *= weightedT[:, start:stop]
+        total += z @ u.T
+    total[1:] += penalty_scale * step[1:]
+    return total.ravel()
+
+
+def truncated_newton_direction(
+    grad, zT, probaT, scaled, penalty_scale, factors, max_iter, rtol
+):
+    """An approximate Newton step ``H^-1 grad`` by preconditioned conjugate
+    gradients.
+
+    The products with H are `hessian_vector`'s; the preconditioner is each
+    expert's own block (`block_direction` with `factors`, the
+    `block_factors` at `penalty_scale`). The solve stops after `max_iter`
+    products or at relative residual `rtol`. Started from zero, every
+    iterate of conjugate gradients is a descent direction (Steihaug 1983),
+    so a truncated solve still lowers the objective along it.
+    """
+    shape = (grad.size, grad.size)
+    # Single precision: the products guide the solve, the line search that
+    # follows checks the step on the exact objective.
+    zT32 = zT if zT.dtype == np.float32 else zT.astype(np.float32)
+    probaT32 = probaT.astype(np.float32)
+    # Products with such probabilities would fall below float32's smallest
+    # normal number and run on subnormal numbers, many times slower, for
+    # terms that count nothing.
+    probaT32[probaT32 < _NEGLIGIBLE_PROBABILITY] = 0.0
+    weightedT32 = probaT32 * scaled.astype(np.float32)
+
+    def hessian_times(direction):
+        return hessian_vector(direction, zT32, probaT32, weightedT32, penalty_scale)
+
+    def precondition(residual):
+        return block_direction(residual, factors)
+
+    step, info = cg(
+        LinearOperator(shape, matvec=hessian_times, dtype=float),
+        grad,
+        rtol=rtol,
+        maxiter=max_iter,
+        M=LinearOperator(shape, matvec=precondition, dtype=float),
+    )
+    return step, info == 0

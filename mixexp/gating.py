@@ -7,7 +7,8 @@ indices), so it can be used and inspected on its own.
 
 - :class:`SoftmaxGate`: multinomial logistic regression on the soft targets
   (the classic gate of Jordan and Jacobs), L2-penalised, solved by Newton
-  steps with an analytic Hessian, warm-started across EM iterations.
+  steps with an analytic Hessian (with many experts, truncated Newton steps
+  that never form it), warm-started across EM iterations.
 - :class:`ConstantGate`: mixing proportions only, the same for every input
   (a finite mixture of regressions).
 - :class:`ClassifierGate`: any scikit-learn classifier with
@@ -66,7 +67,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
@@ -90,12 +90,28 @@ __all__ = ["ClassifierGate", "ConstantGate", "SoftmaxGate"]
 _NEGLIGIBLE_TARGET = 1e-8
 
 # Above this many parameters ((n_features + 1) * n_experts) the softmax gate
-# is fitted by L-BFGS instead of Newton steps: a Hessian costs about
-# (n_features + 1) * n_experts / 4 gradients and its eigendecomposition grows
-# with the cube of the parameters. Below it, EM iterations with Newton steps
-# were the faster ones (benchmarks/kernels.py times both up to 672
-# parameters).
-_NEWTON_MAX_PARAMETERS = 1000
+# takes truncated Newton steps (in EM's M-steps and in a full solve):
+# conjugate gradients on products with the Hessian, preconditioned by the
+# experts' diagonal blocks of it, instead of the Hessian itself, which costs
+# n ((n_features + 1) K)^2 and an eigendecomposition growing with the cube of
+# the parameters (see ``_softmax.truncated_newton_direction``). The evidence
+# re-estimate of alpha then reads the same blocks. benchmarks/kernels.py
+# (item 9) times both paths on 20,000 rows: per iteration truncated steps
+# are the faster from about 150 parameters (20 features) or 200 (5
+# features), but fits to convergence took as long with either up to 336
+# parameters, the exact steps needing fewer iterations; from 504 the
+# truncated steps are 1.5 times faster.
+_TRUNCATED_NEWTON_MIN_PARAMETERS = 400
+
+# Conjugate-gradient products per truncated Newton step, and the relative
+# residual at which they stop earlier.
+_CG_MAX_ITER = 10
+_CG_RTOL = 0.01
+
+# The experts' blocks of the Hessian (the preconditioner, and the evidence's
+# curvature) are recomputed after this many truncated Newton steps, or as
+# soon as a solve they preconditioned needed all _CG_MAX_ITER products.
+_BLOCKS_MAX_AGE = 3
 
 # Newton steps of the softmax gate in one inexact M-step (soft EM). One step
 # per EM iteration (a generalised M-step: it raises the objective, which is
@@ -265,7 +281,11 @@ class SoftmaxGate(_BaseGate):
     Inside EM each fit is warm-started from the previous one and reuses the
     previous Hessian while its steps keep doing well; under soft EM a
     mixture takes one Newton step per iteration (two when a step with an
-    old Hessian did poorly: the second one recomputes it). Every step
+    old Hessian did poorly: the second one recomputes it). Above 400
+    parameters (``(n_features + 1) * n_experts``) a step is a truncated
+    Newton step instead: conjugate gradients on products with the exact
+    Hessian, preconditioned by each expert's own block of it, so that its
+    cost grows with the number of experts, not with its square. Every step
     lowers the objective, so a capped fit is still a generalised EM step.
 
     Parameters
@@ -442,6 +462,11 @@ class _SoftmaxFit:
         self.n_iter = 0
         self._curvature = self._curvature_penalty = self._data_hessian = None
         self._evaluated = None  # (raveled params, softmax_evaluation there)
+        self.truncated = (X.shape[1] + 1) * n_experts > _TRUNCATED_NEWTON_MIN_PARAMETERS
+        self._blocks = None  # (raveled params, block_curvature there)
+        self._blocks_age, self._cg_solved = 0, True
+        self._zT = None  # the standardised rows, once truncated steps need them
+        self._zT32 = None
         checkpoint = init if isinstance(init, _SoftmaxCheckpoint) else None
         if checkpoint is not None:
             init = checkpoint.gate
@@ -567,6 +592,8 @@ class _SoftmaxFit:
         nothing); a standalone fit (`fresh`) computes the Hessian at the
         solution, so that where it settles does not depend on the path.
         """
+        if self.truncated:
+            return self._clipped_alpha(*self._block_evidence())
         curvature, penalty_scale = self._curvature, self._curvature_penalty
         if fresh or curvature is None or penalty_scale is None:
             penalty_scale = self.alpha / self.total
@@ -579,12 +606,26 @@ class _SoftmaxFit:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
         if curvature[0].size == 0:
             return None
-        new, self.gamma = _softmax.evidence_alpha(
-            self.params, curvature, penalty_scale, self.n_experts
+        return self._clipped_alpha(
+            *_softmax.evidence_alpha(
+                self.params, curvature, penalty_scale, self.n_experts
+            )
         )
+
+    def _clipped_alpha(self, new, gamma):
+        self.gamma = gamma
         if new is None:  # no coefficients left: the data support none
             return _AUTO_ALPHA_MAX
         return float(np.clip(new, _AUTO_ALPHA_MIN, _AUTO_ALPHA_MAX))
+
+    def _block_evidence(self):
+        """`_softmax.block_evidence_alpha` at the current parameters."""
+        scaled = self.weights / self.total
+        flat = self.params.ravel()
+        blocks = self._blocks_at(flat, self._probaT_at(flat), scaled)
+        return _softmax.block_evidence_alpha(
+            self.params, blocks, self.alpha / self.total
+        )
 
     def _fit_penalised(self, targets, max_steps, warn):
         """Minimise the penalised cross-entropy at the current alpha."""
@@ -600,24 +641,40 @@ class _SoftmaxFit:
         scaled = self.weights / self.total
         penalty_scale = self.alpha / self.total
 
-        def objective(flat):
+        def objective(flat, gradient=True):
             evaluation = self._evaluation_at(flat)
             if evaluation is None:
                 self._evaluated = None  # two (n, K) arrays: free them first
                 evaluation = _softmax.softmax_evaluation(
-                    flat, X, mean, scale, n_experts
+                    flat, X, mean, scale, n_experts, self._zT
                 )
                 if self.reuse:
                     # EM's next E-step and next gate step start from here.
                     self._evaluated = (flat, evaluation)
             return _softmax.softmax_objective(
-                flat, X, mean, scale, targetsT, scaled, penalty_scale, evaluation
+                flat,
+                X,
+                mean,
+                scale,
+                targetsT,
+                scaled,
+                penalty_scale,
+                evaluation,
+                gradient,
             )
 
         def hessian(flat):
             return self._hessian_at(flat, penalty_scale, scaled)
 
-        if (n_features + 1) * n_experts <= _NEWTON_MAX_PARAMETERS:
+        if self.truncated:
+            flat, n_iter, converged = self._truncated_newton_steps(
+                objective,
+                start.ravel(),
+                penalty_scale,
+                scaled,
+                self.gate.max_iter if max_steps is None else max_steps,
+            )
+        else:
             curvature = None
             if start is previous:
                 curvature = self._remembered_curvature(penalty_scale)
@@ -629,23 +686,6 @@ class _SoftmaxFit:
             )
             if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
-        else:
-            self._curvature = self._data_hessian = None
-            # Too many parameters for the Hessian to pay off: quasi-Newton,
-            # solved in full (a few L-BFGS steps would not be enough).
-            result = minimize(
-                objective,
-                start.ravel(),
-                jac=True,
-                method="L-BFGS-B",
-                options={
-                    "maxiter": self.gate.max_iter,
-                    "gtol": self.gate.tol,
-                    "ftol": 1e-12,
-                },
-            )
-            flat, n_iter = result.x, int(result.nit)
-            converged = result.success or n_iter < self.gate.max_iter
         if warn and not converged:
             warnings.warn(
                 f"SoftmaxGate did not converge in max_iter={self.gate.max_iter} "
@@ -656,6 +696,93 @@ class _SoftmaxFit:
         self.params = flat.reshape(n_features + 1, n_experts)
         self.penalty = 0.5 * self.alpha * float(np.sum(self.params[1:] ** 2))
         self.n_iter = n_iter
+
+    def _truncated_newton_steps(
+        self, objective, flat, penalty_scale, scaled, max_steps
+    ):
+        """Truncated Newton steps with a backtracking line search.
+
+        Each step solves ``H D = g`` by conjugate gradients on products with
+        the exact Hessian, preconditioned by the experts' diagonal blocks
+        of it (kept for the evidence re-estimate that follows), at most
+        `_CG_MAX_ITER` products.
+        """
+        loss, grad = objective(flat)
+        for n_iter in range(1, max_steps + 1):
+            if np.max(np.abs(grad)) < self.gate.tol:
+                return flat, n_iter - 1, True
+            probaT = self._probaT_at(flat)
+            factors = _softmax.block_factors(
+                self._blocks_at(flat, probaT, scaled), penalty_scale
+            )
+            direction, self._cg_solved = _softmax.truncated_newton_direction(
+                grad,
+                self._standardised_rowsT(np.float32),
+                probaT,
+                scaled,
+                penalty_scale,
+                factors,
+                _CG_MAX_ITER,
+                _CG_RTOL,
+            )
+            del probaT
+            self._blocks_age += 1
+            slope = float(grad @ direction)
+            if not slope > 0:
+                return flat, n_iter - 1, True
+            # The last step's gradient is not needed: EM's next M-step
+            # starts from new targets.
+            last = n_iter == max_steps
+            length = 1.0
+            while True:
+                trial = flat - length * direction
+                trial_loss, trial_grad = objective(trial, gradient=not last)
+                if trial_loss <= loss - 1e-4 * length * slope:
+                    break
+                length *= 0.5
+                if length < 1e-10:  # no decrease left within precision
+                    return flat, n_iter, True
+            flat, loss, grad = trial, trial_loss, trial_grad
+            if last:
+                return flat, n_iter, False
+        return flat, max_steps, np.max(np.abs(grad)) < self.gate.tol
+
+    def _blocks_at(self, flat, probaT, scaled):
+        """`_softmax.block_curvature` at `flat`, or the kept blocks.
+
+        Kept blocks serve (as the preconditioner, and for the evidence)
+        until `_BLOCKS_MAX_AGE` steps have used them, or a conjugate
+        gradient solve they preconditioned ran out of products: then they
+        are recomputed where the fit stands.
+        """
+        kept = self._blocks
+        if kept is not None and (
+            np.array_equal(kept[0], flat)
+            or (self._blocks_age < _BLOCKS_MAX_AGE and self._cg_solved)
+        ):
+            return kept[1]
+        blocks = _softmax.block_curvature(self._standardised_rowsT(), probaT, scaled)
+        self._blocks, self._blocks_age = (flat, blocks), 0
+        return blocks
+
+    def _standardised_rowsT(self, dtype=np.float64):
+        """The standardised rows (d + 1, n), made once per fit (and once in
+        single precision, for the Hessian-vector products)."""
+        if self._zT is None:
+            self._zT = _softmax.standardised_rowsT(self.X, self.mean, self.scale)
+        if dtype == np.float64:
+            return self._zT
+        if self._zT32 is None:
+            self._zT32 = self._zT.astype(np.float32)
+        return self._zT32
+
+    def _probaT_at(self, flat):
+        evaluation = self._evaluation_at(flat)
+        if evaluation is not None:
+            return evaluation[1]
+        return _softmax.softmax_probaT(
+            flat, self.X, self.mean, self.scale, self.n_experts
+        )
 
     def _evaluation_at(self, flat):
         """The remembered `softmax_evaluation` at `flat`, if any."""

@@ -36,6 +36,23 @@ def test_posterior_matches_direct_computation(rng, n_experts):
     np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["transposed", "rows"])
+def test_posterior_may_overwrite_the_likelihoods(rng, layout):
+    """With overwrite=True the responsibilities take the likelihoods' memory
+    where its layout allows (no other (n, K) array), and are the same."""
+    log_gate = np.log(softmax(rng.normal(size=(30, 4)), axis=1))
+    log_lik = (
+        rng.normal(size=(4, 30)).T
+        if layout == "transposed"
+        else rng.normal(size=(30, 4))
+    )
+    expected = posterior(log_gate, log_lik.copy(order="K"))
+    resp, log_prob = posterior(log_gate, log_lik, overwrite=True)
+    np.testing.assert_array_equal(resp, expected[0])
+    np.testing.assert_array_equal(log_prob, expected[1])
+    assert np.shares_memory(resp, log_lik) == (layout == "transposed")
+
+
 def test_posterior_stable_where_naive_exp_underflows():
     log_gate = np.log(np.array([[0.5, 0.5], [0.2, 0.8], [1 / 3, 2 / 3]]))
     log_lik = np.array([[-1e4, -1e4 - 1.0], [-2e4, -2e4], [-1e4, -1e4 - 50.0]])

@@ -1,6 +1,7 @@
 """Gates of mixexp.gating, checked against independent computations."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -779,3 +780,97 @@ def test_auto_alpha_inside_em_only_decreases_after_the_first_step():
     assert seen[-1] == moe.gate_.alpha_ < seen[1]  # sharp regimes: relaxed
     history = np.array(moe.lower_bounds_)
     assert np.all(np.diff(history) >= -1e-12)  # EM's objective never goes down
+
+
+# ---------------------------------------------------------------------------
+# Many experts: truncated Newton steps above _TRUNCATED_NEWTON_MIN_PARAMETERS
+
+
+def _many_experts_problem(seed=0, n_samples=1500, n_features=6, n_experts=9):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n_samples, n_features)) * np.linspace(0.2, 5.0, n_features)
+    scores = X @ rng.normal(size=(n_features, n_experts)) + rng.gumbel(
+        size=(n_samples, n_experts)
+    )
+    targets = np.exp(scores - scores.max(axis=1, keepdims=True))
+    targets /= targets.sum(axis=1, keepdims=True)
+    return X, 0.7 * targets + 0.3 * rng.dirichlet(np.ones(n_experts), n_samples)
+
+
+@pytest.mark.parametrize("alpha", [0.5, "auto"])
+def test_truncated_newton_gate_reaches_the_exact_newton_solution(alpha, monkeypatch):
+    X, targets = _many_experts_problem()
+    exact = SoftmaxGate(alpha=alpha, tol=1e-9).fit(X, targets)
+    monkeypatch.setattr(gating, "_TRUNCATED_NEWTON_MIN_PARAMETERS", 0)
+    progress = SoftmaxGate(alpha=alpha, tol=1e-9)._standalone_start(
+        X, np.ones(len(X)), targets.shape[1], {}
+    )
+    assert progress.truncated
+    truncated = SoftmaxGate(alpha=alpha, tol=1e-9).fit(X, targets)
+    if alpha == "auto":
+        # The evidence from the experts' blocks, not the Hessian: a nearby
+        # penalty, so a nearby gate.
+        assert truncated.alpha_ == pytest.approx(exact.alpha_, rel=0.5)
+        atol = 1e-3
+    else:
+        atol = 1e-7
+    np.testing.assert_allclose(
+        truncated.predict_proba(X), exact.predict_proba(X), atol=atol
+    )
+
+
+def test_truncated_newton_steps_lower_the_gate_objective_in_em(monkeypatch):
+    """Capped at one step per M-step (soft EM), each truncated Newton step
+    lowers the penalised cross-entropy, and costs no Hessian."""
+    monkeypatch.setattr(gating, "_TRUNCATED_NEWTON_MIN_PARAMETERS", 0)
+    monkeypatch.setattr(
+        _softmax, "softmax_hessian", lambda *args: pytest.fail("Hessian formed")
+    )
+    X, targets = _many_experts_problem(1)
+    weights = np.ones(len(X))
+    progress = SoftmaxGate(alpha=0.1)._em_start(X, weights, targets.shape[1])
+    losses = []
+    for _ in range(4):
+        progress.improve(targets, exact=False)
+        assert progress.n_iter == 1
+        losses.append(
+            _softmax.softmax_objective(
+                progress.params.ravel(),
+                X,
+                progress.mean,
+                progress.scale,
+                np.ascontiguousarray(targets.T),
+                weights / weights.sum(),
+                0.1 / weights.sum(),
+            )[0]
+        )
+    assert np.all(np.diff(losses) < 0)
+
+
+def test_many_experts_em_is_monotone_without_a_hessian(monkeypatch, capsys):
+    """A mixture whose gate has more parameters than the exact Newton path
+    takes: soft EM's objective never decreases, and no Hessian is formed."""
+    from sklearn.linear_model import LinearRegression
+
+    from mixexp import MixtureOfExpertsRegressor
+    from mixexp.datasets import make_regimes
+
+    monkeypatch.setattr(gating, "_TRUNCATED_NEWTON_MIN_PARAMETERS", 0)
+    monkeypatch.setattr(
+        _softmax, "softmax_hessian", lambda *args: pytest.fail("Hessian formed")
+    )
+    X, y = make_regimes(n_samples=2000, n_regimes=4, n_features=5, random_state=0)
+    moe = MixtureOfExpertsRegressor(
+        LinearRegression(), n_experts=4, max_iter=15, tol=0, random_state=0, verbose=2
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        moe.fit(X, y)
+    changes = [
+        float(line.rsplit("objective change", 1)[1])
+        for line in capsys.readouterr().out.splitlines()
+        if "objective change" in line and "nan" not in line
+    ]
+    assert moe.n_iter_ == 15 and len(changes) == 14
+    assert min(changes) > -1e-10 and not moe.n_reseeds_.any()
+    assert moe.score(X, y) > 0.9

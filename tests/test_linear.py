@@ -151,3 +151,65 @@ def test_mixture_experts_are_ordinary_fitted_linear_regressions():
         assert type(expert) is LinearRegression
         assert expert.coef_.shape == (2,)
         assert np.isfinite(expert.predict(X[rows])).all()
+
+
+@pytest.mark.parametrize("n_targets", [None, 2])
+def test_experts_formed_together_equal_their_own_passes(n_targets, monkeypatch):
+    """The shared pass (every expert's moments from one product per block
+    of rows) gives each expert's own fit on its own rows and weights."""
+    from mixexp import _linear
+
+    monkeypatch.setattr(_linear, "_BLOCK_BYTES", 8 * 300 * 8)  # several blocks
+    X, y, sample_weight = _problem(6, n_targets=n_targets, offset=50.0)
+    rng = np.random.RandomState(6)
+    n_experts = 5
+    resp = rng.dirichlet(np.ones(n_experts), size=len(X)).T.copy()
+    weights = [resp[k] for k in range(n_experts)]
+    rows = [None, np.flatnonzero(rng.rand(len(X)) < 0.4)] + [
+        np.arange(k, len(X), k + 1) for k in range(2, n_experts)
+    ]
+    templates = [LinearRegression()] * n_experts
+    picks = []
+    for shared in (True, False):
+        monkeypatch.setattr(_linear, "_shares_dense_rows", lambda *a, s=shared: s)
+        picks.append(
+            fit_linear_regressions(
+                templates, [X] * n_experts, y, weights, rows, sample_weight
+            )
+        )
+    for together, alone, r_k, w_k in zip(*picks, rows, weights, strict=True):
+        r_k = slice(None) if r_k is None else r_k
+        expected = LinearRegression().fit(X[r_k], y[r_k], (w_k * sample_weight)[r_k])
+        for est in (together, alone):
+            np.testing.assert_allclose(est.coef_, expected.coef_, rtol=1e-8)
+            np.testing.assert_allclose(
+                est.intercept_, expected.intercept_, rtol=1e-8, atol=1e-8
+            )
+        assert together.rank_ == alone.rank_ == X.shape[1]
+
+
+def test_an_expert_far_from_the_overall_mean_gets_its_own_pass(monkeypatch):
+    """Moments about the overall mean lose digits for an expert whose rows
+    lie far from it, relative to their spread: that expert is formed from
+    its own centred rows, and still matches LinearRegression."""
+    from mixexp import _linear
+
+    rng = np.random.RandomState(7)
+    near = rng.normal(size=(780, 2))  # the overall mean lies near these
+    far = 1e3 + 1e-2 * rng.normal(size=(20, 2))
+    X = np.vstack([near, far])
+    y = X @ [1.0, -2.0] + rng.normal(scale=1e-3, size=800)
+    weights = [np.r_[np.ones(780), np.zeros(20)], np.r_[np.zeros(780), np.ones(20)]]
+    own = []
+    original = _linear._normal_equations
+    monkeypatch.setattr(_linear, "_shares_dense_rows", lambda *a: True)
+    monkeypatch.setattr(
+        _linear, "_normal_equations", lambda *a: own.append(1) or original(*a)
+    )
+    fitted = fit_linear_regressions(
+        [LinearRegression()] * 2, [X] * 2, y, weights, [None] * 2
+    )
+    assert len(own) == 1  # the far expert alone
+    for est, rows in zip(fitted, [slice(0, 780), slice(780, None)], strict=True):
+        expected = LinearRegression().fit(X[rows], y[rows])
+        np.testing.assert_allclose(est.coef_, expected.coef_, rtol=1e-6)

@@ -141,3 +141,155 @@ def test_a_poor_step_with_an_old_hessian_does_not_count():
     )
     assert n_iter == 1 and curvature is right
     np.testing.assert_allclose(params, 0.0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Many experts: the Hessian's action, its experts' blocks, truncated Newton
+
+
+def _gate_problem(seed=0, n_samples=700, n_features=3, n_experts=5):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n_samples, n_features)) * [1.0, 4.0, 0.2] + 1.5
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    scaled = rng.uniform(0.5, 1.5, n_samples)
+    scaled /= scaled.sum()
+    params = rng.normal(size=(n_features + 1) * n_experts)
+    probaT = softmax_probaT(params, X, mean, scale, n_experts)
+    targetsT = rng.dirichlet(np.ones(n_experts), size=n_samples).T.copy()
+    return X, mean, scale, scaled, params, probaT, targetsT
+
+
+@pytest.mark.parametrize("penalty_scale", [0.0, 0.01])
+def test_hessian_vector_is_the_hessian_times_the_direction(penalty_scale):
+    X, mean, scale, scaled, params, probaT, _ = _gate_problem()
+    hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
+    rng = np.random.RandomState(1)
+    for _ in range(3):
+        direction = rng.normal(size=params.size)
+        np.testing.assert_allclose(
+            _softmax.hessian_vector(
+                direction,
+                _softmax.standardised_rowsT(X, mean, scale),
+                probaT,
+                probaT * scaled,
+                penalty_scale,
+            ),
+            hessian @ direction,
+            rtol=1e-10,
+            atol=1e-13,
+        )
+        single = _softmax.hessian_vector(
+            direction,
+            _softmax.standardised_rowsT(X, mean, scale).astype(np.float32),
+            probaT.astype(np.float32),
+            (probaT * scaled).astype(np.float32),
+            penalty_scale,
+        )
+        np.testing.assert_allclose(single, hessian @ direction, rtol=1e-4, atol=1e-6)
+
+
+def test_block_curvature_is_each_experts_diagonal_block(monkeypatch):
+    # 700 rows in blocks of about 90 rows: the last one partial.
+    monkeypatch.setattr(_softmax, "_HESSIAN_BLOCK_SIZE", 900)
+    X, mean, scale, scaled, _, probaT, _ = _gate_problem()
+    n_experts, width = probaT.shape[0], X.shape[1] + 1
+    hessian = softmax_hessian(X, mean, scale, probaT, scaled, 0.0)
+    blocks = hessian.reshape(width, n_experts, width, n_experts)
+    expected = np.stack([blocks[:, k, :, k] for k in range(n_experts)])
+    got = _softmax.block_curvature(
+        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
+    )
+    # Single-precision products: agreement to float32's precision.
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(got, np.swapaxes(got, 1, 2))
+
+
+def test_block_direction_solves_each_experts_block():
+    X, mean, scale, scaled, params, probaT, _ = _gate_problem()
+    n_experts, width = probaT.shape[0], X.shape[1] + 1
+    blocks = _softmax.block_curvature(
+        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
+    )
+    penalty_scale = 0.01
+    rng = np.random.RandomState(2)
+    grad = rng.normal(size=params.size)
+    step = _softmax.block_direction(
+        grad, _softmax.block_factors(blocks, penalty_scale)
+    ).reshape(width, n_experts)
+    G = grad.reshape(width, n_experts)
+    penalty = np.diag(np.r_[0.0, np.full(width - 1, penalty_scale)])
+    for k in range(n_experts):
+        np.testing.assert_allclose(
+            (blocks[k] + penalty) @ step[:, k], G[:, k], rtol=1e-9, atol=1e-12
+        )
+
+
+def test_truncated_newton_direction_solves_the_newton_system():
+    """With products enough, conjugate gradients give the Newton step; with
+    one, a descent direction."""
+    X, mean, scale, scaled, params, probaT, targetsT = _gate_problem()
+    penalty_scale = 0.01
+    _, grad = softmax_objective(params, X, mean, scale, targetsT, scaled, penalty_scale)
+    blocks = _softmax.block_curvature(
+        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
+    )
+    factors = _softmax.block_factors(blocks, penalty_scale)
+    zT = _softmax.standardised_rowsT(X, mean, scale)
+    args = (zT, probaT, scaled, penalty_scale, factors)
+    step, _ = _softmax.truncated_newton_direction(grad, *args, 200, 1e-6)
+    hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
+    # Single-precision products: the step solves the system to about
+    # float32's precision.
+    np.testing.assert_allclose(hessian @ step, grad, rtol=1e-4, atol=1e-6)
+    short, solved = _softmax.truncated_newton_direction(grad, *args, 1, 1e-12)
+    assert not solved
+    assert grad @ short > 0
+    assert not np.allclose(short, step)
+
+
+@pytest.mark.parametrize("penalty_scale", [1e-4, 0.05])
+def test_block_evidence_is_exact_for_two_experts(penalty_scale):
+    """With two experts the Hessian is [[A, -A], [-A, A]] kron-wise, with
+    the eigenvalues of 2 A on its non-null directions: the block model's."""
+    X, mean, scale, scaled, _, probaT, _ = _gate_problem(n_experts=2)
+    rng = np.random.RandomState(3)
+    params = rng.normal(size=(X.shape[1] + 1, 2))
+    hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
+    exact = _softmax.evidence_alpha(
+        params, _softmax.pseudo_inverse_factors(hessian), penalty_scale, 2
+    )
+    blocks = _softmax.block_curvature(
+        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
+    )
+    modelled = _softmax.block_evidence_alpha(params, blocks, penalty_scale)
+    assert 0 < modelled[1] <= X.shape[1]
+    np.testing.assert_allclose(modelled, exact, rtol=1e-5)
+
+
+def test_block_evidence_is_exact_for_a_uniform_gate():
+    X, mean, scale, scaled, _, _, _ = _gate_problem(n_experts=4)
+    probaT = np.full((4, X.shape[0]), 0.25)
+    rng = np.random.RandomState(4)
+    params = rng.normal(size=(X.shape[1] + 1, 4))
+    penalty_scale = 0.02
+    hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
+    exact = _softmax.evidence_alpha(
+        params, _softmax.pseudo_inverse_factors(hessian), penalty_scale, 4
+    )
+    blocks = _softmax.block_curvature(
+        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
+    )
+    modelled = _softmax.block_evidence_alpha(params, blocks, penalty_scale)
+    np.testing.assert_allclose(modelled, exact, rtol=1e-5)
+
+
+def test_scores_from_the_standardised_rows_equal_the_folded_ones():
+    X, mean, scale, _, params, _, _ = _gate_problem()
+    coef = params.reshape(X.shape[1] + 1, -1)
+    np.testing.assert_allclose(
+        _softmax.softmax_scoresT(
+            coef, X, mean, scale, _softmax.standardised_rowsT(X, mean, scale)
+        ),
+        _softmax.softmax_scoresT(coef, X, mean, scale),
+        atol=1e-12,
+    )
