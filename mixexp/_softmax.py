@@ -12,12 +12,19 @@ run along contiguous memory, vectorised over the rows (see
 """
 
 import numpy as np
+import scipy
 from scipy.sparse.linalg import LinearOperator, cg
 
 # Entries per block ((n_features + 1) * n_experts by a block of rows) when the
 # softmax gate's Hessian is summed: large enough for fast matrix products,
 # small enough for each block to stay in cache (2 MiB).
 _HESSIAN_BLOCK_SIZE = 2**18
+
+# scipy.sparse.linalg.cg's relative tolerance: `rtol` from scipy 1.12 on,
+# `tol` before (scipy >= 1.10 is supported).
+_CG_RELATIVE_TOLERANCE = (
+    "rtol" if tuple(map(int, scipy.__version__.split(".")[:2])) >= (1, 12) else "tol"
+)
 
 # Gate probabilities below this count as zero in the single-precision
 # products of many experts' gate steps (`block_curvature`, the
@@ -560,8 +567,9 @@ def truncated_newton_direction(
     step, info = cg(
         LinearOperator(shape, matvec=hessian_times, dtype=float),
         grad,
-        rtol=rtol,
         maxiter=max_iter,
         M=LinearOperator(shape, matvec=precondition, dtype=float),
+        atol=0.0,
+        **{_CG_RELATIVE_TOLERANCE: rtol},
     )
     return step, info == 0
