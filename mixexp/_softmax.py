@@ -34,19 +34,20 @@ _CG_RELATIVE_TOLERANCE = (
 _NEGLIGIBLE_PROBABILITY = 1e-20
 
 
-def softmax_scoresT(coef, X, mean, scale, zT=None):
+def softmax_scoresT(coef, X, mean, scale, zT=None, out=None):
     """Linear scores of each expert, less each row's largest, as (K, n).
 
     `coef` holds the intercepts (first row) and the coefficients on the
     standardised features; the standardisation is folded into them, so X is
     used as it is, or the standardised rows `zT` (`standardised_rowsT`)
     when a fit has made them. The shift keeps ``exp`` from overflowing.
+    `out`, a C-contiguous (K, n) array, receives the scores.
     """
     if zT is not None:
-        scores = np.ascontiguousarray(coef.T) @ zT
+        scores = np.matmul(np.ascontiguousarray(coef.T), zT, out=out)
     else:
         raw = coef[1:] / scale[:, np.newaxis]
-        scores = raw.T @ X.T
+        scores = np.matmul(raw.T, X.T, out=out)
         scores += (coef[0] - mean @ raw)[:, np.newaxis]
     scores -= scores.max(axis=0)
     return scores
@@ -59,8 +60,12 @@ def softmax_log_probaT(coef, X, mean, scale):
     return scores
 
 
-def softmax_evaluation(params, X, mean, scale, n_experts, zT=None):
+def softmax_evaluation(params, X, mean, scale, n_experts, zT=None, out=None):
     """What the gate's loss needs from its parameters, whatever the targets.
+
+    `out`, two C-contiguous (K, n) arrays (an evaluation no longer needed),
+    receives the scores and the probabilities: large arrays allocated anew
+    at every evaluation cost their first touch of every page.
 
     Returns
     -------
@@ -72,8 +77,11 @@ def softmax_evaluation(params, X, mean, scale, n_experts, zT=None):
         ``log sum_k exp(scores)``, so that ``scores - log_norm`` are the log
         gate probabilities.
     """
-    scores = softmax_scoresT(params.reshape(-1, n_experts), X, mean, scale, zT)
-    probaT = np.exp(scores)
+    scores_out, proba_out = (None, None) if out is None else out
+    scores = softmax_scoresT(
+        params.reshape(-1, n_experts), X, mean, scale, zT, scores_out
+    )
+    probaT = np.exp(scores, out=proba_out)
     norm = probaT.sum(axis=0)
     probaT /= norm
     return scores, probaT, np.log(norm)

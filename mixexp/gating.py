@@ -644,10 +644,16 @@ class _SoftmaxFit:
         def objective(flat, gradient=True):
             evaluation = self._evaluation_at(flat)
             if evaluation is None:
-                self._evaluated = None  # two (n, K) arrays: free them first
+                # The last evaluation's two (n, K) arrays, no longer needed,
+                # take the new one (a line search only moves forward).
+                buffers = None
+                if self._evaluated is not None:
+                    buffers = self._evaluated[1][:2]
+                self._evaluated = None
                 evaluation = _softmax.softmax_evaluation(
-                    flat, X, mean, scale, n_experts, self._zT
+                    flat, X, mean, scale, n_experts, self._zT, buffers
                 )
+                del buffers
                 if self.reuse:
                     # EM's next E-step and next gate step start from here.
                     self._evaluated = (flat, evaluation)

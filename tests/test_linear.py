@@ -160,6 +160,7 @@ def test_experts_formed_together_equal_their_own_passes(n_targets, monkeypatch):
     from mixexp import _linear
 
     monkeypatch.setattr(_linear, "_BLOCK_BYTES", 8 * 300 * 8)  # several blocks
+    monkeypatch.setattr(_linear, "_SHARED_BLOCK_BYTES", 8 * 300 * 8)
     X, y, sample_weight = _problem(6, n_targets=n_targets, offset=50.0)
     rng = np.random.RandomState(6)
     n_experts = 5
