@@ -12,19 +12,13 @@ run along contiguous memory, vectorised over the rows (see
 """
 
 import numpy as np
-import scipy
-from scipy.sparse.linalg import LinearOperator, cg
+from scipy.sparse.linalg import LinearOperator
+from sklearn.utils.fixes import _sparse_linalg_cg
 
 # Entries per block ((n_features + 1) * n_experts by a block of rows) when the
 # softmax gate's Hessian is summed: large enough for fast matrix products,
 # small enough for each block to stay in cache (2 MiB).
 _HESSIAN_BLOCK_SIZE = 2**18
-
-# scipy.sparse.linalg.cg's relative tolerance: `rtol` from scipy 1.12 on,
-# `tol` before (scipy >= 1.10 is supported).
-_CG_RELATIVE_TOLERANCE = (
-    "rtol" if tuple(map(int, scipy.__version__.split(".")[:2])) >= (1, 12) else "tol"
-)
 
 # Gate probabilities below this count as zero in the single-precision
 # products of many experts' gate steps (`block_curvature`, the
@@ -572,12 +566,14 @@ def truncated_newton_direction(
     def precondition(residual):
         return block_direction(residual, factors)
 
-    step, info = cg(
+    # scikit-learn's shim names the relative tolerance as scipy >= 1.12 does
+    # (`tol` before), for the scipy >= 1.10 supported here.
+    step, info = _sparse_linalg_cg(
         LinearOperator(shape, matvec=hessian_times, dtype=float),
         grad,
+        rtol=rtol,
+        atol=0.0,
         maxiter=max_iter,
         M=LinearOperator(shape, matvec=precondition, dtype=float),
-        atol=0.0,
-        **{_CG_RELATIVE_TOLERANCE: rtol},
     )
     return step, info == 0
