@@ -32,6 +32,8 @@ expert gives predictions as accurate as the data pin down, not noise.
 import numpy as np
 from sklearn.linear_model import LinearRegression
 
+from mixexp._utils import pair_products, symmetric_from_pairs
+
 __all__ = [
     "fit_linear_regressions",
     "is_plain_linear_regression",
@@ -283,10 +285,7 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
         np.subtract(
             targets[start:stop].T, centre[n_features:, np.newaxis], out=z[n_features:]
         )
-        offset = 1 + width
-        for a in range(width):
-            np.multiply(z[a:], z[a], out=features[offset : offset + width - a, :m])
-            offset += width - a
+        pair_products(z, features[1 + width :, :m])
         for k, (w, kept) in enumerate(zip(weights, rows, strict=True)):
             if kept is None:
                 block_weights[k, :m] = w[start:stop]
@@ -299,16 +298,13 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
             block_weights[:, :m] *= sample_weight[start:stop]
         sums += block_weights[:, :m] @ features[:, :m].T
     total = sums[:, 0]
-    upper = np.triu_indices(width)
+    seconds = symmetric_from_pairs(sums[:, 1 + width :], width)
     problems = []
-    for k in range(n_experts):
+    for k, second in enumerate(seconds):
         if not total[k] > 0:
             problems.append(None)
             continue
         mean = sums[k, 1 : 1 + width] / total[k]
-        second = np.empty((width, width))
-        second[upper] = sums[k, 1 + width :]
-        second[upper[1], upper[0]] = sums[k, 1 + width :]
         gram = second - total[k] * np.outer(mean, mean)
         spread = np.diagonal(gram)
         raw = np.diagonal(second)

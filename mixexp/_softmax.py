@@ -15,6 +15,8 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 from sklearn.utils.fixes import _sparse_linalg_cg
 
+from mixexp._utils import pair_products, symmetric_from_pairs
+
 # Entries per block ((n_features + 1) * n_experts by a block of rows) when the
 # softmax gate's Hessian is summed: large enough for fast matrix products,
 # small enough for each block to stay in cache (2 MiB).
@@ -424,10 +426,7 @@ def block_curvature(zT, probaT, scaled):
         m = stop - start
         z = z32[:, :m]
         z[:] = zT[:, start:stop]
-        offset = 0
-        for a in range(width):  # the rows z_a z_b, b >= a, one slice at a time
-            np.multiply(z[a:], z[a], out=pairs[offset : offset + width - a, :m])
-            offset += width - a
+        pair_products(z, pairs[:, :m])
         p = probaT[:, start:stop]
         curvature = p * (1.0 - p)
         curvature *= scaled[start:stop]
@@ -436,11 +435,7 @@ def block_curvature(zT, probaT, scaled):
         curvature[p < _NEGLIGIBLE_PROBABILITY] = 0.0
         weights[:, :m] = curvature
         sums += weights[:, :m] @ pairs[:, :m].T
-    upper = np.triu_indices(width)
-    blocks = np.zeros((n_experts, width, width))
-    blocks[:, upper[0], upper[1]] = sums
-    blocks[:, upper[1], upper[0]] = sums
-    return blocks
+    return symmetric_from_pairs(sums, width)
 
 
 def block_factors(blocks, penalty_scale):

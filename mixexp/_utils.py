@@ -13,6 +13,35 @@ from threadpoolctl import ThreadpoolController
 MAX_SEED = np.iinfo(np.int32).max
 
 
+def pair_products(zT, out):
+    """The products ``z_a z_b`` (a <= b) of the rows of `zT`, into `out`.
+
+    `zT` is (width, m), columns as rows; `out` is (width (width + 1) / 2, m)
+    and receives them in the order of ``np.triu_indices(width)``, one slice
+    of rows at a time. One matrix product of row weights with these gives
+    every weighted Gram matrix at once (`symmetric_from_pairs` unpacks it).
+    """
+    width = zT.shape[0]
+    offset = 0
+    for a in range(width):
+        np.multiply(zT[a:], zT[a], out=out[offset : offset + width - a])
+        offset += width - a
+    return out
+
+
+def symmetric_from_pairs(sums, width):
+    """Symmetric (..., width, width) matrices from `pair_products` sums.
+
+    `sums` is (..., width (width + 1) / 2), in the order of
+    ``np.triu_indices(width)``.
+    """
+    upper = np.triu_indices(width)
+    matrices = np.empty((*sums.shape[:-1], width, width))
+    matrices[..., upper[0], upper[1]] = sums
+    matrices[..., upper[1], upper[0]] = sums
+    return matrices
+
+
 def take_rows(value, rows, n_samples):
     """Index a per-row fit parameter by `rows`; pass anything else through.
 
