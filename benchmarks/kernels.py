@@ -870,20 +870,20 @@ def claim_shared_normal_equations(settings):
             "passes over all rows",
             fmt(code_fixed),
             fmt(fixed),
-            f"{fixed_s * 1e3:.1f} ms (comment: about 35 ms)",
+            f"{fixed_s * 1e3:.1f} ms (comment: about 36 ms)",
         ],
         [
             "cost of the shared pass per expert (`_SHARED_EXPERT_COST`), in "
             "own passes over all rows",
             fmt(code_expert),
             fmt(per_expert),
-            f"{per_expert_s * 1e3:.2f} ms (comment: about 1 ms)",
+            f"{per_expert_s * 1e3:.2f} ms (comment: about 1.6 ms)",
         ],
         [
             "one expert's own pass over all rows",
             "1 (the unit)",
             "1 (the unit)",
-            f"{own_s * 1e3:.2f} ms (comment: about 7 ms)",
+            f"{own_s * 1e3:.2f} ms (comment: about 8.7 ms)",
         ],
         [
             "not in the code: the shared pass per kept row of a row subset "
@@ -933,9 +933,9 @@ def claim_shared_normal_equations(settings):
         "`mixexp/_linear.py` (`_SHARED_FIXED_COST` = "
         f"{fmt(code_fixed)}, `_SHARED_EXPERT_COST` = {fmt(code_expert)}, used "
         "by `_shares_dense_rows`: the shared pass costs all rows once plus a "
-        'little per expert, "measured at 100,000 x 20 with K = 8 to 64: 35 ms '
-        "+ 1 ms per expert, against 7 ms per expert and full set of rows "
-        'alone").',
+        'little per expert, "a least-squares fit gives about 36 ms + 1.6 ms '
+        "per expert for the shared pass, 8.7 ms per expert and full set of "
+        'rows for the own ones").',
         f"`mixexp._linear.fit_linear_regressions([LinearRegression()] * K, [X] "
         f"* K, y, weights, rows, None)` on {n:,} x {d} random normals, with "
         "`mixexp._linear._shares_dense_rows` replaced by this script to "

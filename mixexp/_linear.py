@@ -48,9 +48,11 @@ _RANK_TOLERANCE = 1e3 * np.finfo(float).eps
 
 # The cost of the shared pass that forms every expert's normal equations
 # together, in passes of one expert over all rows: fixed, and per expert.
-# Measured at 100,000 x 20 with K = 8 to 64 (``benchmarks/kernels.py``,
-# item "shared normal equations"): 35 ms + 1 ms per expert, against 7 ms per
-# expert and full set of rows alone.
+# ``benchmarks/kernels.py`` (item 8) times both passes at 100,000 x 20 for
+# K = 2 to 64 and 10% to all of the rows kept: a least-squares fit gives
+# about 36 ms + 1.6 ms per expert for the shared pass, 8.7 ms per expert and
+# full set of rows for the own ones (4.1 and 0.18 in these units); these
+# constants pick the faster pass in all 24 cases there.
 _SHARED_FIXED_COST = 5.0
 _SHARED_EXPERT_COST = 0.15
 
