@@ -501,6 +501,11 @@ def _verdict(ok):
     return "met" if ok else "NOT met"
 
 
+def _at_most_row(figure, measured, bound):
+    """A target table's row for ``measured <= bound``."""
+    return [figure, f"{measured:.2f}", f"<= {bound:g}", _verdict(measured <= bound)]
+
+
 def _print_row(values):
     print(
         " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values),
@@ -584,52 +589,46 @@ def run_grid(args, ns, gflops, bandwidth):
         t = target[0]
         tighter = MANY_EXPERTS["target_case"]
         rows = [
-            [
+            _at_most_row(
                 "EM iteration / one LinearRegression fit",
-                f"{t['ratio_lr']:.2f}",
-                f"<= {TARGET['time_ratio']:g}",
-                _verdict(t["ratio_lr"] <= TARGET["time_ratio"]),
-            ],
-            [
+                t["ratio_lr"],
+                TARGET["time_ratio"],
+            ),
+            _at_most_row(
                 "peak memory / X.nbytes (tracemalloc)",
-                f"{t['ratio_mem']:.2f}",
-                f"<= {TARGET['memory_ratio']:g}",
-                _verdict(t["ratio_mem"] <= TARGET["memory_ratio"]),
-            ],
+                t["ratio_mem"],
+                TARGET["memory_ratio"],
+            ),
         ]
         if column_major is not None:
             rows.append(
-                [
+                _at_most_row(
                     "EM iteration / one LinearRegression fit, both on X "
                     "column-major (as from a pandas DataFrame; LinearRegression "
                     "saves a copy there)",
-                    f"{column_major['ratio_lr']:.2f}",
-                    f"<= {TARGET['time_ratio']:g}",
-                    _verdict(column_major["ratio_lr"] <= TARGET["time_ratio"]),
-                ]
+                    column_major["ratio_lr"],
+                    TARGET["time_ratio"],
+                )
             )
         if rss is not None:
             rows.append(
-                [
+                _at_most_row(
                     "peak resident set of fit / X.nbytes (subprocess)" + rss[2],
-                    f"{rss[0]:.2f}",
-                    f"<= {TARGET['memory_ratio']:g}",
-                    _verdict(rss[0] <= TARGET["memory_ratio"]),
-                ]
+                    rss[0],
+                    TARGET["memory_ratio"],
+                )
             )
         rows += [
-            [
+            _at_most_row(
                 "EM iteration / one LinearRegression fit (many-experts target)",
-                f"{t['ratio_lr']:.2f}",
-                f"<= {tighter['time_ratio']:g}",
-                _verdict(t["ratio_lr"] <= tighter["time_ratio"]),
-            ],
-            [
+                t["ratio_lr"],
+                tighter["time_ratio"],
+            ),
+            _at_most_row(
                 "peak memory / X.nbytes, tracemalloc (many-experts target)",
-                f"{t['ratio_mem']:.2f}",
-                f"<= {tighter['memory_ratio']:g}",
-                _verdict(t["ratio_mem"] <= tighter["memory_ratio"]),
-            ],
+                t["ratio_mem"],
+                tighter["memory_ratio"],
+            ),
         ]
         target_table = markdown_table(["figure", "measured", "target", ""], rows)
         print("\nTarget (n=200,000, d=20, K=8)")
@@ -703,18 +702,16 @@ def run_k_table(args, gflops, bandwidth):
         target_table = markdown_table(
             ["figure", "measured", "target", ""],
             [
-                [
+                _at_most_row(
                     "EM iteration / one LinearRegression fit",
-                    f"{t['ratio_lr']:.2f}",
-                    f"<= {goal['time_ratio']:g}",
-                    _verdict(t["ratio_lr"] <= goal["time_ratio"]),
-                ],
-                [
+                    t["ratio_lr"],
+                    goal["time_ratio"],
+                ),
+                _at_most_row(
                     "peak memory / X.nbytes (tracemalloc)",
-                    f"{t['ratio_mem']:.2f}",
-                    f"<= {goal['memory_ratio']:g}",
-                    _verdict(t["ratio_mem"] <= goal["memory_ratio"]),
-                ],
+                    t["ratio_mem"],
+                    goal["memory_ratio"],
+                ),
             ],
         )
         title = f"Many-experts target: n = {goal['n']:,}, d = 20, K = {goal['K']}"
