@@ -247,6 +247,19 @@ def test_truncated_newton_direction_solves_the_newton_system():
     assert not np.allclose(short, step)
 
 
+def _exact_and_block_evidence(X, mean, scale, scaled, probaT, params, penalty):
+    """`evidence_alpha` from the Hessian, and `block_evidence_alpha`."""
+    n_experts = probaT.shape[0]
+    hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty)
+    exact = _softmax.evidence_alpha(
+        params, _softmax.pseudo_inverse_factors(hessian), penalty, n_experts
+    )
+    blocks = _softmax.block_curvature(
+        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
+    )
+    return exact, _softmax.block_evidence_alpha(params, blocks, penalty)
+
+
 @pytest.mark.parametrize("penalty_scale", [1e-4, 0.05])
 def test_block_evidence_is_exact_for_two_experts(penalty_scale):
     """With two experts the Hessian is [[A, -A], [-A, A]] kron-wise, with
@@ -254,14 +267,9 @@ def test_block_evidence_is_exact_for_two_experts(penalty_scale):
     X, mean, scale, scaled, _, probaT, _ = _gate_problem(n_experts=2)
     rng = np.random.RandomState(3)
     params = rng.normal(size=(X.shape[1] + 1, 2))
-    hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
-    exact = _softmax.evidence_alpha(
-        params, _softmax.pseudo_inverse_factors(hessian), penalty_scale, 2
+    exact, modelled = _exact_and_block_evidence(
+        X, mean, scale, scaled, probaT, params, penalty_scale
     )
-    blocks = _softmax.block_curvature(
-        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
-    )
-    modelled = _softmax.block_evidence_alpha(params, blocks, penalty_scale)
     assert 0 < modelled[1] <= X.shape[1]
     np.testing.assert_allclose(modelled, exact, rtol=1e-5)
 
@@ -271,15 +279,9 @@ def test_block_evidence_is_exact_for_a_uniform_gate():
     probaT = np.full((4, X.shape[0]), 0.25)
     rng = np.random.RandomState(4)
     params = rng.normal(size=(X.shape[1] + 1, 4))
-    penalty_scale = 0.02
-    hessian = softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale)
-    exact = _softmax.evidence_alpha(
-        params, _softmax.pseudo_inverse_factors(hessian), penalty_scale, 4
+    exact, modelled = _exact_and_block_evidence(
+        X, mean, scale, scaled, probaT, params, 0.02
     )
-    blocks = _softmax.block_curvature(
-        _softmax.standardised_rowsT(X, mean, scale), probaT, scaled
-    )
-    modelled = _softmax.block_evidence_alpha(params, blocks, penalty_scale)
     np.testing.assert_allclose(modelled, exact, rtol=1e-5)
 
 
