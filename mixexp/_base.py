@@ -41,9 +41,25 @@ from sklearn.utils.metadata_routing import (
     _routing_enabled,
     process_routing,
 )
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_n_features,
+    check_is_fitted,
+    validate_data,
+)
 
 from mixexp import _em
+from mixexp._chunked import (
+    ChunkedRows,
+    ChunkedSetup,
+    check_chunked_data,
+    check_chunked_settings,
+    chunked_run,
+    gaussian_family,
+    is_dask_collection,
+    lazy_rows,
+    summarise,
+)
 from mixexp._mstep import supports_sample_weight
 from mixexp._run import EMRun, FitContext, run_em, single_run
 from mixexp._utils import MAX_SEED, run_calls, single_threaded_blas
@@ -210,6 +226,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             raise
 
     def _fit(self, X, y, sample_weight, fit_params):
+        if any(map(is_dask_collection, (X, y, sample_weight))):
+            return self._fit_chunked(X, y, sample_weight, fit_params)
         check_n_experts(self.n_experts)
         check_X_y_shapes(X, y)
         routed = self._route_fit_params(fit_params)
@@ -267,14 +285,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             best = max(run_calls(calls, self.n_jobs), key=lambda run: run.lower_bound)
 
         if not best.converged and self.training != "fixed":
-            warnings.warn(
-                f"The best of {1 if warm else self.n_init} EM run(s) did not "
-                f"converge in max_iter={self.max_iter} iterations (last change of "
-                f"the mean log-likelihood above tol={self.tol}). Increase max_iter "
-                "or tol, or try other initial partitions (n_init).",
-                ConvergenceWarning,
-                stacklevel=4,  # the caller of fit
-            )
+            self._warn_unconverged(1 if warm else self.n_init, stacklevel=5)
         if np.any(best.n_reseeds > 0) and self.min_expert_load is None:
             warnings.warn(
                 f"Experts {np.flatnonzero(best.n_reseeds).tolist()} collapsed (their "
@@ -287,6 +298,77 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         self.feature_groups_ = groups
         self.gate_features_ = gate_columns
         self._store(best, context, y_fit.ndim)
+        return self
+
+    def _warn_unconverged(self, n_runs, stacklevel):
+        warnings.warn(
+            f"The best of {n_runs} EM run(s) did not "
+            f"converge in max_iter={self.max_iter} iterations (last change of "
+            f"the mean log-likelihood above tol={self.tol}). Increase max_iter "
+            "or tol, or try other initial partitions (n_init).",
+            ConvergenceWarning,
+            stacklevel=stacklevel,  # the caller of fit
+        )
+
+    def _fit_chunked(self, X, y, sample_weight, fit_params):
+        """`fit` over the row chunks of dask arrays (see ``_chunked.py``)."""
+        check_n_experts(self.n_experts)
+        if fit_params:
+            raise ValueError(
+                f"Fit parameters {sorted(fit_params)} cannot be routed to the "
+                "experts or the gate of a fit on dask arrays; fit without them, "
+                "or pass NumPy arrays."
+            )
+        X, y, sample_weight = check_chunked_data(X, y, sample_weight)
+        templates = expert_templates(
+            self.expert, self.n_experts, None, self._default_expert()
+        )
+        gate_template = make_gate(self.gate)
+        check_chunked_settings(self, templates, gate_template)
+        n_experts = len(templates)
+        if n_experts > X.shape[0]:
+            raise ValueError(
+                f"n_experts={n_experts} must be <= n_samples={X.shape[0]}: each "
+                "expert needs rows to learn from."
+            )
+        _check_n_features(self, X, reset=True)
+        _check_feature_names(self, X, reset=True)
+        self._n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        self._y_ndim = y.ndim
+        gate_columns = resolve_gate_features(self.gate_features, X.shape[1], None)
+        data = ChunkedRows(X, y, sample_weight)
+        summary = summarise(data, gate_columns)
+        setup = ChunkedSetup(
+            data=data,
+            summary=summary,
+            templates=[clone(template) for template in templates],
+            family=gaussian_family(summary, self.covariance_type),
+            outputs_of=self._outputs_function(),
+            gate_columns=gate_columns,
+            partition=self.partition,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            verbose=self.verbose,
+        )
+        rng = check_random_state(self.random_state)
+        seeds = rng.randint(MAX_SEED, size=self.n_init)
+        best = max(
+            (chunked_run(setup, gate_template, seed) for seed in seeds),
+            key=lambda run: run.lower_bound,
+        )
+        if not best.converged:
+            self._warn_unconverged(self.n_init, stacklevel=6)
+        self.feature_groups_ = None
+        self.gate_features_ = gate_columns
+        self._keep(
+            best,
+            setup.family,
+            n_experts,
+            y.ndim,
+            expert_load=best.expert_load,
+            dropped_fraction=0.0,
+            balance=best.load_balance,
+        )
         return self
 
     def _prepare(self, X, y, y_fit, sample_weight, routed, warm):
@@ -370,23 +452,42 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
     def _store(self, best, context, y_ndim):
         """Keep the winning run as the fitted model."""
         sample_weight = context.sample_weight
+        dropped = best.mstep.sum(axis=1) == 0
+        self._keep(
+            best,
+            context.likelihood,
+            len(context.templates),
+            y_ndim,
+            expert_load=_em.expert_shares(best.mstep, sample_weight),
+            dropped_fraction=sample_weight[dropped].sum() / sample_weight.sum(),
+            balance=load_balance(np.exp(best.gate._predict_log_proba(context.X_gate))),
+        )
+
+    def _keep(
+        self,
+        best,
+        likelihood,
+        n_experts,
+        y_ndim,
+        expert_load,
+        dropped_fraction,
+        balance,
+    ):
+        """Set the fitted attributes from a run and its training summaries."""
         self.experts_ = best.experts
         self.gate_ = best.gate
-        self.n_experts_ = len(context.templates)
+        self.n_experts_ = n_experts
         self.n_iter_ = best.n_iter
         self.converged_ = best.converged
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = list(best.history)
-        self.expert_load_ = _em.expert_shares(best.mstep, sample_weight)
-        dropped = best.mstep.sum(axis=1) == 0
-        self.dropped_fraction_ = sample_weight[dropped].sum() / sample_weight.sum()
-        self.load_balance_ = load_balance(
-            np.exp(best.gate._predict_log_proba(context.X_gate))
-        )
+        self.expert_load_ = expert_load
+        self.dropped_fraction_ = dropped_fraction
+        self.load_balance_ = balance
         self.n_reseeds_ = best.n_reseeds
         self._gate_checkpoint = best.checkpoint
-        self._likelihood, self._scale = context.likelihood, best.scale
-        attributes = context.likelihood.attributes(best.scale, y_ndim, self.n_experts_)
+        self._likelihood, self._scale = likelihood, best.scale
+        attributes = likelihood.attributes(best.scale, y_ndim, n_experts)
         for name, value in attributes.items():
             setattr(self, name, value)
 
@@ -509,6 +610,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         gate : ndarray of shape (n_samples, n_experts_)
             ``g_k(x)`` for each row and expert; rows sum to 1.
         """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            return lazy_rows(self.predict_gate, X, self.n_features_in_, self.n_experts_)
         X = self._check_predict_X(X)
         return np.exp(self._log_gate(X))
 
@@ -546,6 +650,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             ``log sum_k g_k(x_i) p_k(y_i | x_i)`` for each row.
         """
         check_is_fitted(self)
+        if is_dask_collection(X):
+            return lazy_rows(self.log_likelihood, X, self.n_features_in_, y=y)
         X, y = self._validate_X_y(X, y, reset=False)
         y, _ = self._validate_targets(y, reset=False)
         return self._posterior(X, self._X_parts(X), y)[1]

@@ -10,9 +10,10 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import get_tags
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from mixexp._base import _BaseMixtureOfExperts
+from mixexp._chunked import is_dask_collection, lazy_rows, standard_deviation
 from mixexp._family import FAMILIES, make_likelihood, resolve_family
 from mixexp._likelihood import COVARIANCE_TYPES, CategoricalLikelihood, align_proba
 from mixexp._linear import is_plain_linear_regression
@@ -564,6 +565,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         y_std : ndarray of the same shape
             Only when `return_std` is True.
         """
+        if is_dask_collection(X):
+            return self._lazy_predict(X, return_std)
         X = self._check_predict_X(X)
         weights = self._pooling_weights(X)
         used = _used_experts(weights)
@@ -583,6 +586,20 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         std = np.sqrt(variance)
         if self._y_ndim == 1:
             return pred[:, 0], std[:, 0]
+        return pred, std
+
+    def _lazy_predict(self, X, return_std):
+        check_is_fitted(self)
+        columns = None if self._y_ndim == 1 else self._n_outputs
+        pred = lazy_rows(self.predict, X, self.n_features_in_, columns)
+        if not return_std:
+            return pred
+        std = lazy_rows(
+            functools.partial(standard_deviation, self.predict),
+            X,
+            self.n_features_in_,
+            columns,
+        )
         return pred, std
 
     def _n_expert_parameters(self, expert):
@@ -732,6 +749,10 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         ndarray of shape (n_samples, n_classes)
             Columns in the order of `classes_`; rows sum to 1.
         """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            n_classes = len(self.classes_)
+            return lazy_rows(self.predict_proba, X, self.n_features_in_, n_classes)
         X = self._check_predict_X(X)
         weights = self._pooling_weights(X)
         outputs = self._expert_outputs(
@@ -768,5 +789,10 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
         ndarray of shape (n_samples,)
             Labels from `classes_`.
         """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            return lazy_rows(
+                self.predict, X, self.n_features_in_, dtype=self.classes_.dtype
+            )
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]

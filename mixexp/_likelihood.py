@@ -121,9 +121,27 @@ class GaussianLikelihood:
             var = noise_variance(y, outputs, resp, sample_weight, self.floor, scatters)
             return np.maximum(var.mean(axis=1), self.floor.mean())
         totals, scatter = residual_scatter(y, outputs, resp, sample_weight)
-        for k, prior in enumerate(scatters):
+        return self.scale_from_scatter(totals, scatter, priors)
+
+    def scale_from_scatter(self, totals, scatter, priors=None):
+        """`fit_scale` from each expert's weight total and residual scatter.
+
+        For a fit whose residuals are summed elsewhere (over the chunks of a
+        dask array, see ``_chunked.py``); `totals` and `scatter` are as
+        :func:`residual_scatter` returns them, and `scatter` is modified.
+        """
+        for k, prior in enumerate(_prior_scatters(priors, len(totals))):
             if prior is not None:
                 scatter[k] += prior
+        if self.covariance_type in ("diag", "spherical"):
+            variances = np.diagonal(scatter, axis1=1, axis2=2)
+            var = np.tile(self.floor, (len(totals), 1))
+            given = totals > 0
+            var[given] = variances[given] / totals[given, np.newaxis]
+            var = np.maximum(var, self.floor)
+            if self.covariance_type == "diag":
+                return var
+            return np.maximum(var.mean(axis=1), self.floor.mean())
         if self.covariance_type == "tied":
             total = totals.sum()
             cov = (
@@ -592,6 +610,11 @@ def noise_floor(y, sample_weight):
     """Per-output variance floor: a small share of the variance of ``y``."""
     mean = np.average(y, axis=0, weights=sample_weight)
     var = np.average((y - mean) ** 2, axis=0, weights=sample_weight)
+    return noise_floor_of(mean, var)
+
+
+def noise_floor_of(mean, var):
+    """`noise_floor` from the targets' weighted mean and variance."""
     scale = np.where(var > 0, var, np.maximum(mean**2, 1.0))
     return NOISE_VARIANCE_FLOOR * scale
 

@@ -124,34 +124,92 @@ def fit_linear_regressions(templates, X_parts, y, weights, rows, sample_weight=N
         ]
     targets = y.reshape(y.shape[0], -1)
     intercepts = np.array([t.fit_intercept for t in templates])
-    shared = _shares_dense_rows(X_parts, weights, rows, intercepts)
-    problems = [None] * len(templates)
+    moments = weighted_moments(
+        X_parts, targets, weights, rows, intercepts, sample_weight
+    )
+    return regressions_from_moments(templates, moments, targets.shape[1], y.ndim)
+
+
+def weighted_moments(X_parts, targets, weights, rows, fit_intercept, sample_weight):
+    """Each expert's weighted moments of its columns and the targets.
+
+    Parameters
+    ----------
+    X_parts, weights, rows, sample_weight
+        As for :func:`fit_linear_regressions` (the columns of equal width).
+    targets : ndarray of shape (n_samples, n_targets)
+    fit_intercept : ndarray of bool of shape (K,)
+        Whether each expert's moments are centred on its weighted mean.
+
+    Returns
+    -------
+    list of K tuples ``(scatter, total, mean)``
+        ``scatter``, of shape (d + m, d + m), sums the weighted products of
+        the columns (features, then targets) about ``mean``, their weighted
+        means (zero without an intercept); ``total`` sums the weights.
+    """
+    shared = _shares_dense_rows(X_parts, weights, rows, fit_intercept)
+    moments = [None] * len(X_parts)
     if shared:
-        problems = _shared_normal_equations(
+        moments = _shared_normal_equations(
             X_parts[0], targets, weights, rows, sample_weight
         )
-    problems = [
-        problem
-        if problem is not None
-        else _normal_equations(X, targets, w, r, fit_intercept, sample_weight)
-        for problem, X, w, r, fit_intercept in zip(
-            problems, X_parts, weights, rows, intercepts, strict=True
+    return [
+        moment
+        if moment is not None
+        else _normal_equations(X, targets, w, r, intercept, sample_weight)
+        for moment, X, w, r, intercept in zip(
+            moments, X_parts, weights, rows, fit_intercept, strict=True
         )
     ]
-    stacked = (np.stack(part) for part in zip(*problems, strict=True))
-    gram, moment, total, x_mean, y_mean = stacked
+
+
+def regressions_from_moments(templates, moments, n_targets, y_ndim, ridge=None):
+    """Fitted LinearRegression (or Ridge) experts from their moments.
+
+    Parameters
+    ----------
+    templates : list of K LinearRegression or Ridge
+        Unfitted; not modified: the fitted experts are shallow copies.
+    moments : list of K tuples ``(scatter, total, mean)``
+        See :func:`weighted_moments`.
+    n_targets : int
+        The last `n_targets` columns of the moments are the targets.
+    y_ndim : int
+        1 for a single target given as a vector (``coef_`` of shape (d,)).
+    ridge : ndarray of shape (K,), default=None
+        Each expert's ridge penalty on the coefficients, in the units of
+        the scatter (zero, or None, for least squares).
+
+    Returns
+    -------
+    list of K fitted estimators, with the attributes their ``fit`` sets.
+    """
+    scatter, total, mean = (np.stack(part) for part in zip(*moments, strict=True))
+    n_features = scatter.shape[1] - n_targets
+    intercepts = np.array([t.fit_intercept for t in templates])
+    gram = scatter[:, :n_features, :n_features]
+    moment = scatter[:, :n_features, n_features:]
+    x_mean, y_mean = mean[:, :n_features], mean[:, n_features:]
+    if ridge is not None and np.any(ridge > 0):
+        diagonal = np.arange(n_features)
+        gram = gram.copy()
+        gram[:, diagonal, diagonal] += np.asarray(ridge)[:, np.newaxis]
     coef, rank, singular = _solve_normal_equations(
         gram, moment, total, x_mean, intercepts
     )
     intercept = y_mean - np.einsum("kd,kdm->km", x_mean, coef)
-    n_features = gram.shape[1]
     fitted = []
     for k, template in enumerate(templates):
         estimator = _shallow_copy(template)
         estimator.n_features_in_ = n_features
-        estimator.rank_ = int(rank[k])
-        estimator.singular_ = singular[k]
-        if y.ndim == 1:
+        if type(template) is LinearRegression:
+            estimator.rank_ = int(rank[k])
+            estimator.singular_ = singular[k]
+        else:  # Ridge, solved as its "cholesky" solver solves it
+            estimator.n_iter_ = None
+            estimator.solver_ = "cholesky"
+        if y_ndim == 1:
             estimator.coef_ = coef[k, :, 0].copy()
             estimator.intercept_ = float(intercept[k, 0]) if intercepts[k] else 0.0
         else:
@@ -162,13 +220,13 @@ def fit_linear_regressions(templates, X_parts, y, weights, rows, sample_weight=N
 
 
 def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
-    """Weighted Gram matrix and moments of one expert's centred rows.
+    """Weighted moments of one expert's centred rows (features, targets).
 
     Summed over blocks of `rows` (all rows if None), each centred on its own
     weighted mean and merged by the pairwise update (see the module's
-    docstring). Returns the Gram matrix of the centred, weighted columns,
-    their cross-moments with the targets, the total weight and the weighted
-    means (zero without an intercept).
+    docstring). Returns the scatter matrix of the centred, weighted columns,
+    the total weight and the weighted means (zero without an intercept), as
+    :func:`weighted_moments`.
     """
     n_rows = X.shape[0] if rows is None else rows.size
     width = X.shape[1] + targets.shape[1]
@@ -216,14 +274,7 @@ def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
             mean = block_mean
         full += gram
         total += weight
-    n_features = X.shape[1]
-    return (
-        full[:n_features, :n_features],
-        full[:n_features, n_features:],
-        total,
-        mean[:n_features],
-        mean[n_features:],
-    )
+    return full, total, mean
 
 
 def _shares_dense_rows(X_parts, weights, rows, fit_intercept):
@@ -262,7 +313,7 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
 
     Returns
     -------
-    list of K tuples ``(gram, moment, total, x_mean, y_mean)`` or None
+    list of K tuples ``(scatter, total, mean)`` (see `weighted_moments`) or None
     """
     n_samples, n_features = X.shape
     width = n_features + targets.shape[1]
@@ -313,16 +364,7 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
         if np.any(raw > _SHARED_MAX_CANCELLATION * np.maximum(spread, 0.0)):
             problems.append(None)
             continue
-        mean = mean + centre
-        problems.append(
-            (
-                gram[:n_features, :n_features],
-                gram[:n_features, n_features:],
-                total[k],
-                mean[:n_features],
-                mean[n_features:],
-            )
-        )
+        problems.append((gram, total[k], mean + centre))
     return problems
 
 

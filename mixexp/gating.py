@@ -408,7 +408,14 @@ class _SoftmaxCheckpoint:
 def _standardisation(X, weights):
     """Weighted mean and scale of each feature (scale 1 where constant)."""
     mean = np.average(X, axis=0, weights=weights)
-    scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weights))
+    return _standardisation_of(
+        mean, np.average((X - mean) ** 2, axis=0, weights=weights)
+    )
+
+
+def _standardisation_of(mean, variance):
+    """`_standardisation` from each feature's weighted mean and variance."""
+    scale = np.sqrt(variance)
     scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
     return mean, scale
 
@@ -551,7 +558,7 @@ class _SoftmaxFit:
         gate.gamma_ = self.gamma
         gate.n_iter_ = self.n_iter
         gate.classes_ = np.arange(self.n_experts)
-        gate.n_features_in_ = self.X.shape[1]
+        gate.n_features_in_ = self.mean.shape[0]
         return gate
 
     def checkpoint(self):
@@ -598,9 +605,7 @@ class _SoftmaxFit:
         if fresh or curvature is None or penalty_scale is None:
             penalty_scale = self.alpha / self.total
             curvature = _softmax.pseudo_inverse_factors(
-                self._hessian_at(
-                    self.params.ravel(), penalty_scale, self.weights / self.total
-                )
+                self._hessian_at(self.params.ravel(), penalty_scale)
             )
             if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
@@ -629,48 +634,19 @@ class _SoftmaxFit:
 
     def _fit_penalised(self, targets, max_steps, warn):
         """Minimise the penalised cross-entropy at the current alpha."""
-        X, mean, scale, n_experts = self.X, self.mean, self.scale, self.n_experts
-        n_features = X.shape[1]
+        n_features, n_experts = self.mean.shape[0], self.n_experts
         start = np.zeros((n_features + 1, n_experts))
         previous = self.params
         if self.reuse and previous is not None:
             start = previous
-        targetsT = np.ascontiguousarray(targets.T)
         # Weights over their total: the solver's tolerances do not depend on
         # the number of rows. Not kept between M-steps (an n-vector).
-        scaled = self.weights / self.total
+        scaled = None if self.weights is None else self.weights / self.total
         penalty_scale = self.alpha / self.total
-
-        def objective(flat, gradient=True):
-            evaluation = self._evaluation_at(flat)
-            if evaluation is None:
-                # The last evaluation's two (n, K) arrays, no longer needed,
-                # take the new one (a line search only moves forward).
-                buffers = None
-                if self._evaluated is not None:
-                    buffers = self._evaluated[1][:2]
-                self._evaluated = None
-                evaluation = _softmax.softmax_evaluation(
-                    flat, X, mean, scale, n_experts, self._zT, buffers
-                )
-                del buffers
-                if self.reuse:
-                    # EM's next E-step and next gate step start from here.
-                    self._evaluated = (flat, evaluation)
-            return _softmax.softmax_objective(
-                flat,
-                X,
-                mean,
-                scale,
-                targetsT,
-                scaled,
-                penalty_scale,
-                evaluation,
-                gradient,
-            )
+        objective = self._objective_function(targets, scaled, penalty_scale)
 
         def hessian(flat):
-            return self._hessian_at(flat, penalty_scale, scaled)
+            return self._hessian_at(flat, penalty_scale)
 
         if self.truncated:
             flat, n_iter, converged = self._truncated_newton_steps(
@@ -702,6 +678,41 @@ class _SoftmaxFit:
         self.params = flat.reshape(n_features + 1, n_experts)
         self.penalty = 0.5 * self.alpha * float(np.sum(self.params[1:] ** 2))
         self.n_iter = n_iter
+
+    def _objective_function(self, targets, scaled, penalty_scale):
+        """``objective(flat, gradient=True) -> (loss, grad)`` on `targets`."""
+        X, mean, scale, n_experts = self.X, self.mean, self.scale, self.n_experts
+        targetsT = np.ascontiguousarray(targets.T)
+
+        def objective(flat, gradient=True):
+            evaluation = self._evaluation_at(flat)
+            if evaluation is None:
+                # The last evaluation's two (n, K) arrays, no longer needed,
+                # take the new one (a line search only moves forward).
+                buffers = None
+                if self._evaluated is not None:
+                    buffers = self._evaluated[1][:2]
+                self._evaluated = None
+                evaluation = _softmax.softmax_evaluation(
+                    flat, X, mean, scale, n_experts, self._zT, buffers
+                )
+                del buffers
+                if self.reuse:
+                    # EM's next E-step and next gate step start from here.
+                    self._evaluated = (flat, evaluation)
+            return _softmax.softmax_objective(
+                flat,
+                X,
+                mean,
+                scale,
+                targetsT,
+                scaled,
+                penalty_scale,
+                evaluation,
+                gradient,
+            )
+
+        return objective
 
     def _truncated_newton_steps(
         self, objective, flat, penalty_scale, scaled, max_steps
@@ -797,7 +808,7 @@ class _SoftmaxFit:
             return cached[1]
         return None
 
-    def _hessian_at(self, flat, penalty_scale, scaled):
+    def _hessian_at(self, flat, penalty_scale):
         """`softmax_hessian` at `flat`, from the remembered probabilities
         when the last evaluation was there.
 
@@ -812,7 +823,7 @@ class _SoftmaxFit:
         else:
             probaT = evaluation[1]
         data_hessian = _softmax.softmax_hessian(
-            self.X, self.mean, self.scale, probaT, scaled, 0.0
+            self.X, self.mean, self.scale, probaT, self.weights / self.total, 0.0
         )
         if self.reuse:
             self._data_hessian = data_hessian

@@ -1,0 +1,796 @@
+"""Exact EM over the row chunks of dask arrays: every step a map-reduce pass.
+
+A fit on dask arrays never gathers X. Each piece of an EM iteration that
+reads the rows is a sum over them, computed chunk by chunk on the active
+dask scheduler (threads, processes or a ``distributed.Client``) and
+reduced pairwise:
+
+- the E-step and, under its responsibilities, each expert's weighted
+  moments of its columns and the targets (``_linear.weighted_moments``),
+  from which LinearRegression and Ridge experts are solved exactly, and the
+  Gaussian family's noise scale follows (the residual scatter of a linear
+  expert is a quadratic form in the same moments);
+- the softmax gate's loss, gradient and Hessian: the gate takes the very
+  Newton steps it takes in memory (``gating._SoftmaxFit``), each evaluation
+  a pass, so a line search's trial costs a pass and a fresh Hessian one
+  more. The constant gate needs only the responsibilities' sums.
+
+Nothing of size n x K outlives a task: a chunk recomputes its
+responsibilities from the model that produced them (`Model`) or from the
+initial partition (`RandomStart`, `ClusterStart`) whenever a pass needs
+them. The moments of blocks are merged by the pairwise update of Chan,
+Golub and LeVeque (1979), as ``_linear.py`` merges its blocks, so the
+result equals the in-memory fit up to rounding.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.linear_model import LinearRegression, Ridge
+
+from mixexp import _em, _softmax
+from mixexp._likelihood import GaussianLikelihood, noise_floor_of
+from mixexp._linear import regressions_from_moments, weighted_moments
+from mixexp._mstep import _NEGLIGIBLE_RESPONSIBILITY
+from mixexp._penalty import expert_priors
+from mixexp._utils import MAX_SEED, single_threaded_blas
+from mixexp.gating import (
+    ConstantGate,
+    SoftmaxGate,
+    _ConstantFit,
+    _SoftmaxFit,
+    _standardisation_of,
+)
+
+__all__ = ["is_dask_collection", "lazy_rows", "standard_deviation"]
+
+
+def is_dask_collection(data):
+    """Whether `data` is a dask collection (array, DataFrame, Series)."""
+    return type(data).__module__.partition(".")[0] in ("dask", "dask_expr")
+
+
+# ----------------------------------------------------------------------
+# Checks of the data and the settings.
+
+
+def check_chunked_data(X, y, sample_weight):
+    """X, y and the weights as dask arrays of the same row chunks.
+
+    A NumPy `y` or `sample_weight` (an n-vector, small beside X) is split
+    into X's row chunks; a dask one must already have them.
+    """
+    import dask.array as da
+
+    arrays = {"X": X, "y": y, "sample_weight": sample_weight}
+    for name, value in arrays.items():
+        if (
+            value is not None
+            and is_dask_collection(value)
+            and not hasattr(value, "chunks")
+        ):
+            raise TypeError(
+                f"{name} is a {type(value).__name__}; fitting over chunks takes dask "
+                f"arrays. Convert it with {name}.to_dask_array(lengths=True)."
+            )
+    if not is_dask_collection(X):
+        raise TypeError(
+            "y is a dask array but X is not: pass X as a dask array chunked along "
+            "its rows (dask.array.from_array(X, chunks=(rows, -1))), or y as a "
+            "NumPy array."
+        )
+    if X.ndim != 2:
+        raise ValueError(
+            f"X must be 2-dimensional; got a dask array of shape {X.shape}."
+        )
+    if any(np.isnan(size) for size in X.chunks[0]):
+        raise ValueError(
+            "X's row chunks have unknown sizes; compute them first with "
+            "X.compute_chunk_sizes()."
+        )
+    if len(X.chunks[1]) > 1:
+        raise ValueError(
+            f"X is chunked along its columns (chunks {X.chunks[1]}); every chunk "
+            "must hold whole rows. Rechunk it with X.rechunk({1: -1})."
+        )
+    rows = X.chunks[0]
+    checked = [X]
+    for name, value, ndims in (
+        ("y", y, (1, 2)),
+        ("sample_weight", sample_weight, (1,)),
+    ):
+        if value is None:
+            checked.append(None)
+            continue
+        if not is_dask_collection(value):
+            value = np.asarray(value)
+            if value.ndim not in ndims or value.shape[0] != X.shape[0]:
+                raise ValueError(
+                    f"{name} must have one entry per row of X ({X.shape[0]}); got "
+                    f"shape {value.shape}."
+                )
+            value = da.from_array(value, chunks=(rows, *value.shape[1:]))
+        if value.ndim not in ndims or value.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"{name} must have one entry per row of X ({X.shape[0]}); got "
+                f"shape {value.shape}."
+            )
+        if value.chunks[0] != rows:
+            raise ValueError(
+                f"{name}'s row chunks differ from X's: every chunk of X needs the "
+                f"{name} of its own rows. Rechunk it with "
+                f"{name}.rechunk({{0: X.chunks[0]}})."
+            )
+        if value.ndim == 2 and len(value.chunks[1]) > 1:
+            value = value.rechunk({1: -1})
+        checked.append(value)
+    return checked
+
+
+def check_chunked_settings(estimator, templates, gate):
+    """Raise for what a fit over chunks cannot do, naming the fix."""
+    name = type(estimator).__name__
+    if not hasattr(estimator, "covariance_type"):
+        raise TypeError(
+            f"{name} does not fit on dask arrays; only MixtureOfExpertsRegressor "
+            "does. Pass NumPy arrays (X.compute() if they fit in memory)."
+        )
+    for k, template in enumerate(templates):
+        if not _sums_over_rows(template):
+            which = (
+                "expert" if not isinstance(estimator.expert, list) else f"expert[{k}]"
+            )
+            raise ValueError(
+                f"{which} ({type(template).__name__}) is fitted on all its rows at "
+                "once: its M-step is not a sum over rows, so it cannot be fitted "
+                "over the chunks of a dask array. Use LinearRegression or Ridge "
+                "experts (with a scalar alpha and positive=False), or pass NumPy "
+                "arrays (X.compute() if they fit in memory)."
+            )
+    if not isinstance(gate, SoftmaxGate | ConstantGate):
+        raise ValueError(
+            f"gate={estimator.gate!r} cannot be fitted over the chunks of a dask "
+            "array; use gate='softmax' or gate='constant', or pass NumPy arrays."
+        )
+    unsupported = {
+        "training": (estimator.training != "em", "'em'"),
+        "cv": (estimator.cv is not None, "None"),
+        "capacity_factor": (estimator.capacity_factor is not None, "None"),
+        "min_expert_load": (estimator.min_expert_load is not None, "None"),
+        "feature_groups": (estimator.feature_groups is not None, "None"),
+        "warm_start": (bool(estimator.warm_start), "False"),
+    }
+    for param, (given, default) in unsupported.items():
+        if given:
+            raise ValueError(
+                f"{param}={getattr(estimator, param)!r} is not supported on dask "
+                f"arrays; set {param}={default}, or pass NumPy arrays."
+            )
+    if not (
+        isinstance(estimator.partition, str)
+        and estimator.partition in ("random", "kmeans")
+    ):
+        raise ValueError(
+            f"partition={estimator.partition!r} is not supported on dask arrays; "
+            "use 'kmeans' (mini-batch k-means, one chunk at a time) or 'random'."
+        )
+    if estimator.likelihood not in ("auto", "gaussian"):
+        raise ValueError(
+            f"likelihood={estimator.likelihood!r} is not supported on dask arrays: "
+            "LinearRegression and Ridge experts are fitted for the Gaussian "
+            "likelihood. Set likelihood='auto'."
+        )
+
+
+def _sums_over_rows(template):
+    """Whether the expert's fit comes from its weighted moments alone."""
+    if type(template) is LinearRegression:
+        return not template.positive
+    if type(template) is Ridge:
+        return np.ndim(template.alpha) == 0 and not template.positive
+    return False
+
+
+# ----------------------------------------------------------------------
+# Passes.
+
+
+class ChunkedRows:
+    """The rows of a fit as aligned delayed blocks of X, y and the weights.
+
+    `map_reduce` runs a function on every block, on the active dask
+    scheduler, and sums (or merges) the results pairwise.
+    """
+
+    def __init__(self, X, y, sample_weight):
+        self.n_samples, self.n_features = X.shape
+        self.sizes = X.chunks[0]
+        self.y_ndim = y.ndim
+        self.n_targets = 1 if y.ndim == 1 else y.shape[1]
+        weights = (
+            [None] * len(self.sizes)
+            if sample_weight is None
+            else list(sample_weight.to_delayed().ravel())
+        )
+        self.blocks = list(
+            zip(
+                X.to_delayed().ravel(),
+                y.to_delayed().ravel(),
+                weights,
+                strict=True,
+            )
+        )
+
+    def map_reduce(self, function, *args):
+        """``sum over blocks i of function(X_i, y_i, w_i, i, *args)``."""
+        import dask
+
+        shared = [dask.delayed(arg, pure=False, traverse=False) for arg in args]
+        run = dask.delayed(_run_block, pure=True)
+        parts = [
+            run(function, X, y, w, index, *shared)
+            for index, (X, y, w) in enumerate(self.blocks)
+        ]
+        combine = dask.delayed(add_results, pure=True)
+        while len(parts) > 1:
+            pairs = [
+                combine(a, b) for a, b in zip(parts[::2], parts[1::2], strict=False)
+            ]
+            parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
+        return dask.compute(parts[0])[0]
+
+
+def _run_block(function, X, y, w, index, *args):
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+    w = np.ones(X.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+    with single_threaded_blas:
+        return function(X, y, w, index, *args)
+
+
+@dataclass
+class Moments:
+    """Weighted moments about the weighted mean, merged pairwise.
+
+    ``scatter`` (..., p, p), ``total`` (...,), ``mean`` (..., p): several
+    sets at once (one per expert) along the leading axes.
+    """
+
+    scatter: np.ndarray
+    total: np.ndarray
+    mean: np.ndarray
+
+    def merge(self, other):
+        total = self.total + other.total
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(total > 0, other.total / total, 0.0)
+            product = np.where(total > 0, self.total * other.total / total, 0.0)
+        delta = other.mean - self.mean
+        outer = delta[..., :, np.newaxis] * delta[..., np.newaxis, :]
+        return Moments(
+            self.scatter + other.scatter + product[..., np.newaxis, np.newaxis] * outer,
+            total,
+            self.mean + share[..., np.newaxis] * delta,
+        )
+
+
+def add_results(a, b):
+    """Sum two blocks' results: dicts, tuples and arrays entry by entry."""
+    if isinstance(a, dict):
+        return {key: add_results(a[key], b[key]) for key in a}
+    if isinstance(a, tuple):
+        return tuple(add_results(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Moments):
+        return a.merge(b)
+    if a is None:
+        return None
+    return a + b
+
+
+def _column_moments(X, w):
+    total = w.sum()
+    mean = w @ X / total if total > 0 else np.zeros(X.shape[1])
+    spread = w @ (X - mean) ** 2
+    return Moments(np.diag(spread), np.asarray(total), mean)
+
+
+def _data_summary(X, y, w, index, gate_columns):
+    """Checks and column moments of a block: the fit's first pass."""
+    finite = bool(np.isfinite(X).all() and np.isfinite(y).all())
+    gate_X = X if gate_columns is None else X[:, gate_columns]
+    return {
+        "not_finite": 0 if finite else 1,
+        "negative_weights": int(np.count_nonzero(~(w >= 0))),
+        "gate": _column_moments(gate_X, w),
+        "y": _column_moments(y, w),
+        "X": _column_moments(X, np.ones(X.shape[0])),
+    }
+
+
+# ----------------------------------------------------------------------
+# Where a block's responsibilities come from.
+
+
+@dataclass
+class RandomStart:
+    """``partition="random"``: flat Dirichlet rows, softened.
+
+    Each block's generator state is the one the in-memory partition's
+    generator has reached at the block's first row, so the rows equal the
+    in-memory draws.
+    """
+
+    states: list
+    n_experts: int
+
+    def responsibilities(self, X, y, index):
+        rng = np.random.RandomState()
+        rng.set_state(self.states[index])
+        resp = rng.dirichlet(np.ones(self.n_experts), size=X.shape[0])
+        return np.asfortranarray(_em.soften(resp)), None
+
+
+@dataclass
+class ClusterStart:
+    """A clustering's labels, one-hot and softened."""
+
+    clusterer: object
+    mean: np.ndarray
+    scale: np.ndarray
+    n_experts: int
+
+    def responsibilities(self, X, y, index):
+        labels = self.clusterer.predict((X - self.mean) / self.scale)
+        resp = np.zeros((X.shape[0], self.n_experts))
+        resp[np.arange(X.shape[0]), labels] = 1.0
+        return np.asfortranarray(_em.soften(resp)), None
+
+
+@dataclass
+class Model:
+    """A fitted mixture's parts: its E-step gives the responsibilities."""
+
+    experts: list
+    scale: object
+    gate: object  # fitted
+    family: object
+    outputs_of: object
+    gate_columns: object
+
+    def log_gate(self, X):
+        gate_X = X if self.gate_columns is None else X[:, self.gate_columns]
+        return self.gate._predict_log_proba(gate_X)
+
+    def responsibilities(self, X, y, index):
+        outputs = self.outputs_of(self.experts, [X] * len(self.experts))
+        log_lik = self.family.log_likelihood(y, outputs, self.scale)
+        return _em.posterior(self.log_gate(X), log_lik, overwrite=True)
+
+
+def random_start(sizes, n_experts, rng):
+    """`RandomStart` whose draws equal ``rng.dirichlet(ones, size=n)``'s.
+
+    Drawn once on the client, block by block (one block's rows at a time),
+    to record where each block starts in the generator's stream.
+    """
+    states = []
+    alpha = np.ones(n_experts)
+    for size in sizes:
+        states.append(rng.get_state())
+        rng.dirichlet(alpha, size=size)
+    return RandomStart(states, n_experts)
+
+
+def cluster_start(data, summary, n_experts, rng):
+    """`ClusterStart` from mini-batch k-means fed one block at a time."""
+    import dask
+
+    moments = summary["X"]
+    mean = moments.mean
+    scale = np.sqrt(np.diagonal(moments.scatter) / moments.total)
+    scale[~(scale > 0)] = 1.0
+    seed = rng.randint(np.iinfo(np.int32).max)
+    clusterer = MiniBatchKMeans(n_clusters=n_experts, n_init=1, random_state=seed)
+    for X, _, _ in data.blocks:
+        block = (np.asarray(dask.compute(X)[0], dtype=np.float64) - mean) / scale
+        if not hasattr(clusterer, "cluster_centers_") and block.shape[0] < n_experts:
+            continue  # k-means' first batch needs a row per cluster
+        with single_threaded_blas:
+            clusterer.partial_fit(block)
+    if not hasattr(clusterer, "cluster_centers_"):
+        raise ValueError(
+            f"Every chunk of X holds fewer rows than n_experts={n_experts}; "
+            "rechunk X into larger row chunks for partition='kmeans'."
+        )
+    return ClusterStart(clusterer, mean, scale, n_experts)
+
+
+# ----------------------------------------------------------------------
+# The statistics of an M-step.
+
+
+@dataclass
+class Targets:
+    """What one E-step gives the M-step: its source and the sums over rows.
+
+    ``source`` recomputes the responsibilities of any block; ``moments``
+    are the experts' (a `Moments` of shape (K, d + m)), ``load`` the
+    weighted sums of the responsibilities, ``log_likelihood`` (a Model's
+    E-step only) the weighted sum of log p(y | x), and ``gate_start`` the
+    softmax gate's loss and gradient at its current parameters.
+    """
+
+    source: object
+    moments: Moments
+    load: np.ndarray
+    log_likelihood: float = None
+    gate_start: tuple = None
+    dispatched: np.ndarray = None
+    gate_mean: np.ndarray = None
+
+
+def _block_targets(X, y, w, index, source, intercepts, gate_at):
+    """A block's share of `Targets` (see `targets_of`)."""
+    resp, log_prob = source.responsibilities(X, y, index)
+    n_experts = resp.shape[1]
+    negligible = _NEGLIGIBLE_RESPONSIBILITY * w
+    weights, rows = [], []
+    for k in range(n_experts):
+        share = resp[:, k]
+        kept = np.flatnonzero(w * share > negligible)
+        weights.append(share)
+        rows.append(None if kept.size == X.shape[0] else kept)
+    moments = weighted_moments([X] * n_experts, y, weights, rows, intercepts, w)
+    scatter, total, mean = (np.stack(part) for part in zip(*moments, strict=True))
+    result = {
+        "moments": Moments(scatter, total, mean),
+        "load": w @ resp,
+        "log_likelihood": None if log_prob is None else float(w @ log_prob),
+        "gate_start": None,
+        "dispatched": None,
+        "gate_mean": None,
+    }
+    if gate_at is not None:
+        flat, mean_, scale, total_weight, gate_columns = gate_at
+        gate_X = X if gate_columns is None else X[:, gate_columns]
+        result["gate_start"] = _softmax.softmax_objective(
+            flat,
+            gate_X,
+            mean_,
+            scale,
+            np.ascontiguousarray(resp.T),
+            w / total_weight,
+            0.0,
+        )
+    if isinstance(source, Model):  # the load balance of the fitted gate
+        proba = np.exp(source.log_gate(X))
+        result["dispatched"] = np.bincount(
+            np.argmax(proba, axis=1), minlength=n_experts
+        ).astype(float)
+        result["gate_mean"] = proba.sum(axis=0)
+    return result
+
+
+def targets_of(data, source, intercepts, gate_at=None):
+    """The `Targets` of `source`'s responsibilities: one pass."""
+    sums = data.map_reduce(_block_targets, source, intercepts, gate_at)
+    return Targets(source=source, **sums)
+
+
+def _block_gate_loss(X, y, w, index, source, flat, gate_at, gradient):
+    resp, _ = source.responsibilities(X, y, index)
+    mean, scale, total_weight, gate_columns = gate_at
+    gate_X = X if gate_columns is None else X[:, gate_columns]
+    return _softmax.softmax_objective(
+        flat,
+        gate_X,
+        mean,
+        scale,
+        np.ascontiguousarray(resp.T),
+        w / total_weight,
+        0.0,
+        None,
+        gradient,
+    )
+
+
+def _block_gate_hessian(X, y, w, index, flat, gate_at, n_experts):
+    mean, scale, total_weight, gate_columns = gate_at
+    gate_X = X if gate_columns is None else X[:, gate_columns]
+    probaT = _softmax.softmax_probaT(flat, gate_X, mean, scale, n_experts)
+    return _softmax.softmax_hessian(gate_X, mean, scale, probaT, w / total_weight, 0.0)
+
+
+# ----------------------------------------------------------------------
+# The gates, fitted over chunks.
+
+
+class ChunkedSoftmaxFit(_SoftmaxFit):
+    """A :class:`SoftmaxGate` fitted over chunks, as ``_SoftmaxFit`` in memory.
+
+    The solver is the in-memory one (its Newton steps, kept curvature and
+    evidence updates); only its evaluations are passes: the loss and
+    gradient on a `Targets`' responsibilities, and the Hessian. The
+    truncated Newton steps of many experts would cost a pass per
+    conjugate-gradient product, so the exact steps are taken at any size.
+    """
+
+    def __init__(self, gate, data, summary, n_experts, gate_columns):
+        # The parent's __init__ standardises an in-memory X: set its state
+        # from the first pass's moments instead.
+        moments = summary["gate"]
+        self.gate = gate
+        self.X = self.weights = None
+        self.data = data
+        self.n_experts = n_experts
+        self.reuse, self.warn = True, False
+        self.total = float(moments.total)
+        self.mean, self.scale = _standardisation_of(
+            moments.mean, np.diagonal(moments.scatter) / self.total
+        )
+        self.gate_columns = gate_columns
+        self.params = None
+        self.alpha = self.gamma = None
+        self.penalty = 0.0
+        self.n_iter = 0
+        self._curvature = self._curvature_penalty = self._data_hessian = None
+        self._evaluated = None
+        self.truncated = False
+
+    @property
+    def gate_at(self):
+        return self.mean, self.scale, self.total, self.gate_columns
+
+    def start_at(self):
+        """Where the next M-step's gate steps start (for `targets_of`)."""
+        if self.params is None:
+            return None
+        return (self.params.ravel(), *self.gate_at)
+
+    def _objective_function(self, targets, scaled, penalty_scale):
+        known = targets.gate_start
+        start = None if self.params is None else self.params.ravel()
+
+        def objective(flat, gradient=True):
+            if known is not None and start is not None and np.array_equal(flat, start):
+                loss, grad = known
+            else:
+                loss, grad = self.data.map_reduce(
+                    _block_gate_loss, targets.source, flat, self.gate_at, gradient
+                )
+            coef = flat.reshape(-1, self.n_experts)[1:]
+            loss = loss + 0.5 * penalty_scale * np.sum(coef**2)
+            if grad is not None:
+                grad = grad.copy()
+                grad.reshape(-1, self.n_experts)[1:] += penalty_scale * coef
+            return loss, grad
+
+        return objective
+
+    def _hessian_at(self, flat, penalty_scale):
+        self._data_hessian = self.data.map_reduce(
+            _block_gate_hessian, flat, self.gate_at, self.n_experts
+        )
+        return _softmax.add_penalty(self._data_hessian, penalty_scale, self.n_experts)
+
+
+class ChunkedConstantFit(_ConstantFit):
+    """A :class:`ConstantGate` fitted over chunks: the shares of `load`."""
+
+    def __init__(self, gate, data, summary, n_experts, gate_columns):
+        self.gate = gate
+        self.total = float(summary["gate"].total)
+        self.n_samples, self.n_features = data.n_samples, data.n_features
+        self.n_experts = n_experts
+        self.proportions = None
+
+    def start_at(self):
+        return None
+
+    def improve(self, targets, exact):
+        self.proportions = targets.load / self.total
+
+
+# ----------------------------------------------------------------------
+# One EM run.
+
+
+@dataclass
+class ChunkedSetup:
+    """A fit over chunks' data and settings (the estimator's, checked)."""
+
+    data: ChunkedRows
+    summary: dict
+    templates: list
+    family: GaussianLikelihood
+    outputs_of: object
+    gate_columns: object
+    partition: object
+    max_iter: int
+    tol: float
+    verbose: int
+
+
+def summarise(data, gate_columns):
+    """The first pass: checks, and the moments that set scales and floors."""
+    summary = data.map_reduce(_data_summary, gate_columns)
+    if summary["not_finite"]:
+        raise ValueError(
+            "X or y contains NaN or infinity in some chunk; a fit on dask arrays "
+            "takes finite values only. Impute them first (for example "
+            "dask_ml.impute.SimpleImputer)."
+        )
+    if summary["negative_weights"]:
+        raise ValueError("sample_weight must be non-negative; some weights are not.")
+    if not float(summary["gate"].total) > 0:
+        raise ValueError("sample_weight sums to zero: no row would count in the fit.")
+    return summary
+
+
+def gaussian_family(summary, covariance_type):
+    """The Gaussian family, its floor from the targets' chunked moments."""
+    moments = summary["y"]
+    var = np.diagonal(moments.scatter) / moments.total
+    return GaussianLikelihood(noise_floor_of(moments.mean, var), covariance_type)
+
+
+def chunked_run(setup, gate_template, seed):
+    """One EM run over chunks from a fresh initial partition."""
+    data, templates = setup.data, setup.templates
+    n_experts = len(templates)
+    rng = np.random.RandomState(seed)
+    if isinstance(setup.partition, str) and setup.partition == "random":
+        source = random_start(data.sizes, n_experts, rng)
+    else:
+        source = cluster_start(data, setup.summary, n_experts, rng)
+    fit_type = (
+        ChunkedSoftmaxFit
+        if isinstance(gate_template, SoftmaxGate)
+        else ChunkedConstantFit
+    )
+    gate = fit_type(
+        clone(gate_template), data, setup.summary, n_experts, setup.gate_columns
+    )
+    rng.randint(MAX_SEED, size=n_experts)  # the experts' seeds, as in memory
+    intercepts = np.array([t.fit_intercept for t in templates])
+    total = gate.total
+    targets = targets_of(data, source, intercepts, gate.start_at())
+    history, converged = [], False
+    experts = scale = None
+    for n_iter in range(1, setup.max_iter + 1):
+        mstep_load = targets.load
+        experts, scale, expert_penalty = _experts_step(setup, targets, intercepts)
+        with single_threaded_blas:
+            gate.improve(targets, exact=False)
+        model = Model(
+            experts,
+            scale,
+            gate.fitted(),
+            setup.family,
+            setup.outputs_of,
+            setup.gate_columns,
+        )
+        targets = targets_of(data, model, intercepts, gate.start_at())
+        objective = (targets.log_likelihood - gate.penalty - expert_penalty) / total
+        previous = history[-1] if history else None
+        history.append(objective)
+        if setup.verbose >= 2:
+            change = np.nan if previous is None else objective - previous
+            print(f"  Iteration {n_iter}\t objective change {change:.5g}")
+        if previous is not None and abs(objective - previous) < setup.tol:
+            converged = True
+            break
+    return ChunkedResult(
+        experts=experts,
+        gate=model.gate,
+        scale=scale,
+        history=history,
+        n_iter=n_iter,
+        converged=converged,
+        expert_load=mstep_load / total,
+        n_reseeds=np.zeros(n_experts, dtype=int),
+        load_balance=n_experts
+        * float(
+            (targets.dispatched / data.n_samples) @ (targets.gate_mean / data.n_samples)
+        ),
+    )
+
+
+@dataclass
+class ChunkedResult:
+    experts: list
+    gate: object
+    scale: object
+    history: list
+    n_iter: int
+    converged: bool
+    expert_load: np.ndarray
+    load_balance: float
+    checkpoint: object = None  # no warm start continues a fit over chunks
+    n_reseeds: np.ndarray = None
+
+    @property
+    def lower_bound(self):
+        return self.history[-1]
+
+
+def _experts_step(setup, targets, intercepts):
+    """The experts' M-step and the family's scale, from the moments."""
+    templates, family = setup.templates, setup.family
+    moments = targets.moments
+    total = float(setup.summary["gate"].total)
+    n_targets = setup.data.n_targets
+    scatter, mean = moments.scatter, moments.mean
+    # Without an intercept an expert's moments are about zero.
+    raw = scatter + (~intercepts)[:, np.newaxis, np.newaxis] * (
+        moments.total[:, np.newaxis, np.newaxis]
+        * mean[:, :, np.newaxis]
+        * mean[:, np.newaxis, :]
+    )
+    about = np.where(intercepts[:, np.newaxis], mean, 0.0)
+    kept = [(raw[k], moments.total[k], about[k]) for k in range(len(templates))]
+    # Ridge's weights sum to the mixture's total (see _penalty.py): its
+    # penalty, against the responsibilities' moments, is alpha W_k / W.
+    ridge = np.array(
+        [
+            t.alpha * targets.load[k] / total if type(t) is Ridge else 0.0
+            for k, t in enumerate(templates)
+        ]
+    )
+    experts = regressions_from_moments(
+        templates, kept, n_targets, setup.data.y_ndim, ridge
+    )
+    priors = expert_priors(experts, templates, targets.load, total, family.name)
+    residual = np.empty((len(templates), n_targets, n_targets))
+    n_features = raw.shape[1] - n_targets
+    for k, expert in enumerate(experts):
+        coef = np.reshape(expert.coef_, (n_targets, n_features)).T  # (d, m)
+        xx = raw[k, :n_features, :n_features]
+        xy = raw[k, :n_features, n_features:]
+        yy = raw[k, n_features:, n_features:]
+        cross = coef.T @ xy
+        residual[k] = yy - cross - cross.T + coef.T @ xx @ coef
+    scale = family.scale_from_scatter(moments.total.copy(), residual, priors)
+    return experts, scale, family.penalty(priors, scale) or 0.0
+
+
+# ----------------------------------------------------------------------
+# Prediction.
+
+
+def lazy_rows(method, X, n_features, n_columns=None, dtype=np.float64, y=None):
+    """``method`` on each row chunk of dask array `X`, as a lazy dask array.
+
+    `n_columns` None gives a vector (one value per row), else an
+    (n, n_columns) array. With `y`, ``method(X_chunk, y_chunk)``.
+    """
+    import dask.array as da
+
+    if not hasattr(X, "chunks") or X.ndim != 2:
+        raise ValueError(
+            f"X must be a 2-dimensional dask array; got {type(X).__name__} of "
+            f"shape {getattr(X, 'shape', None)}."
+        )
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but the mixture was fitted with "
+            f"{n_features}."
+        )
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    if y is not None:  # a vector per row: blockwise pairs the row chunks
+        y = check_chunked_data(X, y, None)[1]
+        y_index = "i" if y.ndim == 1 else "ik"
+        return da.blockwise(
+            method, "i", X, "ij", y, y_index, dtype=dtype, concatenate=True
+        )
+    drop = {"drop_axis": 1} if n_columns is None else {}
+    chunks = None if n_columns is None else (X.chunks[0], (n_columns,))
+    return da.map_blocks(method, X, chunks=chunks, dtype=dtype, **drop)
+
+
+def standard_deviation(predict, X):
+    """The second output of ``predict(X, return_std=True)``."""
+    return predict(X, return_std=True)[1]
