@@ -1,5 +1,7 @@
 """Fitting over the row chunks of dask arrays, and lazy predictions.
 
+Bad dask input is in the table of tests/test_validation.py.
+
 A fit on dask arrays takes the same EM steps as the in-memory fit, each sum
 over rows computed chunk by chunk: with ``partition="random"`` and the same
 seed it reaches the same model. The tests run on dask's threaded
@@ -13,7 +15,6 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, Ridge
-from sklearn.tree import DecisionTreeRegressor
 
 from mixexp import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from mixexp.datasets import make_regimes, make_xor
@@ -169,67 +170,3 @@ def test_fit_over_chunks_never_holds_the_rows():
             tracemalloc.stop()
     assert model.n_iter_ == 1
     assert peak < 0.25 * X.nbytes, peak / X.nbytes
-
-
-BAD_INPUTS = {
-    "columns split": (
-        lambda X, y: (da.from_array(X, chunks=(500, 2)), da.from_array(y, chunks=500)),
-        {},
-        ValueError,
-        r"chunked along its columns.*X\.rechunk\(\{1: -1\}\)",
-    ),
-    "row chunks differ": (
-        lambda X, y: (da.from_array(X, chunks=(500, -1)), da.from_array(y, chunks=400)),
-        {},
-        ValueError,
-        r"y's row chunks differ from X's.*y\.rechunk",
-    ),
-    "expert needs all rows": (
-        lambda X, y: chunked(X, y),
-        {"expert": DecisionTreeRegressor()},
-        ValueError,
-        r"expert \(DecisionTreeRegressor\).*not a sum over rows.*NumPy",
-    ),
-    "hard EM": (
-        lambda X, y: chunked(X, y),
-        {"training": "hard"},
-        ValueError,
-        r"training='hard' is not supported on dask arrays; set training='em'",
-    ),
-    "gmm start": (
-        lambda X, y: chunked(X, y),
-        {"partition": "gmm"},
-        ValueError,
-        r"partition='gmm' is not supported on dask arrays",
-    ),
-    "X in memory, y chunked": (
-        lambda X, y: (X, da.from_array(y, chunks=500)),
-        {},
-        TypeError,
-        r"y is a dask array but X is not",
-    ),
-}
-
-
-@pytest.mark.parametrize(
-    "make, params, error, match", BAD_INPUTS.values(), ids=BAD_INPUTS.keys()
-)
-def test_bad_chunked_input_is_named(data, make, params, error, match):
-    X, y = data
-    model = MixtureOfExpertsRegressor(n_experts=2, **params)
-    with pytest.raises(error, match=match):
-        model.fit(*make(X, y))
-
-
-def test_non_finite_chunk_is_refused(data):
-    X, y = data
-    X = X.copy()
-    X[1500, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinity in some chunk"):
-        MixtureOfExpertsRegressor(n_experts=2).fit(*chunked(X, y))
-
-
-def test_classifier_does_not_fit_over_chunks():
-    X, y = make_xor(n_samples=200, random_state=0)
-    with pytest.raises(TypeError, match="only MixtureOfExpertsRegressor"):
-        MixtureOfExpertsClassifier(n_experts=2).fit(*chunked(X, y))

@@ -159,3 +159,26 @@ def test_same_model_on_the_cluster(
         for address, pid in (e.fitted_on_ for e in remote.experts_):
             assert address in workers
             assert pid != os.getpid()
+
+
+def test_fit_over_dask_chunks_runs_its_passes_on_the_workers(client, regression_data):
+    # A fit on dask arrays: every pass over the row chunks is a round of
+    # tasks on the cluster (the client is dask's default scheduler here),
+    # and the model is the one the threaded scheduler gives.
+    import dask
+    import dask.array as da
+
+    X, y = regression_data
+    Xd, yd = da.from_array(X, chunks=(100, -1)), da.from_array(y, chunks=100)
+    params = {"n_experts": 3, "partition": "random", "random_state": 0, "tol": 1e-2}
+    with dask.config.set(scheduler="threads"):
+        threaded = MixtureOfExpertsRegressor(**params).fit(Xd, yd)
+    with distributed.get_task_stream(client) as tasks:
+        remote = MixtureOfExpertsRegressor(**params).fit(Xd, yd)
+
+    _assert_same_model(threaded, remote, X)
+    workers = set(client.scheduler_info()["workers"])
+    on = [task["worker"] for task in tasks.data if "_run_block" in str(task["key"])]
+    # At least a pass per EM iteration, each a task per chunk (three).
+    assert len(on) >= 3 * remote.n_iter_
+    assert set(on) <= workers

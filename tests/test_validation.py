@@ -40,7 +40,7 @@ from sklearn.linear_model import (
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
-from sklearn.tree import DecisionTreeClassifier
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
@@ -135,6 +135,19 @@ def _frame(array):
 def _warm_refit_on_fewer_features(k):
     model = k.fit(n_experts=2, warm_start=True)
     model.fit(k.X[:, :2], k.y)
+
+
+def _dask(array, rows=20, columns=-1):
+    """`array` as a dask array of `rows`-row chunks."""
+    import dask.array as da
+
+    chunks = (rows,) if array.ndim == 1 else (rows, columns)
+    return da.from_array(array, chunks=chunks)
+
+
+def _unknown_row_chunks(k):
+    X = _dask(k.X)
+    return X[X[:, 0] > -100.0]  # a filter: the chunk sizes become unknown
 
 
 # ---------------------------------------------------------------------------
@@ -721,6 +734,105 @@ CASES = [
         r"gate_features has column index 5, out of range",
         "gate_features has column index 5, out of range for X with n_features=3.",
         lambda k: k.fit(gate_features=[0, 5]),
+    ),
+    # --- dask arrays (a fit over chunks) ---------------------------------------
+    Case(
+        "dask-columns-chunked",
+        "a dask X chunked along its columns",
+        ValueError,
+        r"X is chunked along its columns.*X\.rechunk\(\{1: -1\}\)",
+        "X is chunked along its columns (chunks (2, 1)); every chunk must hold "
+        "whole rows. Rechunk it with X.rechunk({1: -1}).",
+        lambda k: k.fit(X=_dask(k.X, columns=2), y=_dask(k.y)),
+        ("regressor",),
+    ),
+    Case(
+        "dask-row-chunks-differ",
+        "dask X and y of different row chunks",
+        ValueError,
+        r"y's row chunks differ from X's.*y\.rechunk",
+        "y's row chunks differ from X's: every chunk of X needs the y of its own "
+        "rows. Rechunk it with y.rechunk({0: X.chunks[0]}).",
+        lambda k: k.fit(X=_dask(k.X), y=_dask(k.y, rows=15)),
+        ("regressor",),
+    ),
+    Case(
+        "dask-unknown-chunks",
+        "a dask X whose row chunks have unknown sizes",
+        ValueError,
+        r"unknown sizes.*compute_chunk_sizes",
+        "X's row chunks have unknown sizes; compute them first with "
+        "X.compute_chunk_sizes().",
+        lambda k: k.fit(X=_unknown_row_chunks(k), y=_dask(k.y)),
+        ("regressor",),
+    ),
+    Case(
+        "dask-y-only",
+        "a dask y with an in-memory X",
+        TypeError,
+        r"y is a dask array but X is not",
+        "y is a dask array but X is not: pass X as a dask array chunked along "
+        "its rows (dask.array.from_array(X, chunks=(rows, -1))), or y as a NumPy "
+        "array.",
+        lambda k: k.fit(y=_dask(k.y)),
+        ("regressor",),
+    ),
+    Case(
+        "dask-not-finite",
+        "NaN in a chunk of a dask X",
+        ValueError,
+        r"NaN or infinity in some chunk",
+        "X or y contains NaN or infinity in some chunk; a fit on dask arrays "
+        "takes finite values only. Impute them first (for example "
+        "dask_ml.impute.SimpleImputer).",
+        lambda k: k.fit(X=_dask(_with(k.X, (30, 1), np.nan)), y=_dask(k.y)),
+        ("regressor",),
+    ),
+    Case(
+        "dask-expert-needs-all-rows",
+        "an expert whose fit is not a sum over rows, on dask arrays",
+        ValueError,
+        r"expert \(DecisionTreeRegressor\).*not a sum over rows",
+        "expert (DecisionTreeRegressor) is fitted on all its rows at once: its "
+        "M-step is not a sum over rows, so it cannot be fitted over the chunks of "
+        "a dask array. Use LinearRegression or Ridge experts (with a scalar alpha "
+        "and positive=False), or pass NumPy arrays (X.compute() if they fit in "
+        "memory).",
+        lambda k: k.fit(
+            X=_dask(k.X), y=_dask(k.y), expert=DecisionTreeRegressor(max_depth=2)
+        ),
+        ("regressor",),
+    ),
+    Case(
+        "dask-hard-em",
+        "hard EM on dask arrays",
+        ValueError,
+        r"training='hard' is not supported on dask arrays",
+        "training='hard' is not supported on dask arrays; set training='em', or "
+        "pass NumPy arrays.",
+        lambda k: k.fit(X=_dask(k.X), y=_dask(k.y), training="hard"),
+        ("regressor",),
+    ),
+    Case(
+        "dask-partition",
+        "a partition other than k-means or random, on dask arrays",
+        ValueError,
+        r"partition='gmm' is not supported on dask arrays",
+        "partition='gmm' is not supported on dask arrays; use 'kmeans' (mini-batch "
+        "k-means, one chunk at a time) or 'random'.",
+        lambda k: k.fit(X=_dask(k.X), y=_dask(k.y), partition="gmm"),
+        ("regressor",),
+    ),
+    Case(
+        "dask-classifier",
+        "a classifier fitted on dask arrays",
+        TypeError,
+        r"does not fit on dask arrays",
+        "MixtureOfExpertsClassifier does not fit on dask arrays; only "
+        "MixtureOfExpertsRegressor does. Pass NumPy arrays (X.compute() if they "
+        "fit in memory).",
+        lambda k: k.fit(X=_dask(k.X), y=_dask(k.y)),
+        ("classifier",),
     ),
 ]
 
