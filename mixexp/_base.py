@@ -54,8 +54,8 @@ from mixexp._chunked import (
     ChunkedSetup,
     check_chunked_data,
     check_chunked_settings,
+    chunked_family,
     chunked_run,
-    gaussian_family,
     is_dask_collection,
     lazy_rows,
     summarise,
@@ -324,25 +324,28 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             self.expert, self.n_experts, None, self._default_expert()
         )
         gate_template = make_gate(self.gate)
-        check_chunked_settings(self, templates, gate_template)
+        kind = check_chunked_settings(self, templates, gate_template)
         n_experts = len(templates)
         if n_experts > X.shape[0]:
             raise ValueError(
                 f"n_experts={n_experts} must be <= n_samples={X.shape[0]}: each "
                 "expert needs rows to learn from."
             )
+        family = self._chunked_family_name(templates)
+        classes = self._chunked_targets(y)
         _check_n_features(self, X, reset=True)
         _check_feature_names(self, X, reset=True)
-        self._n_outputs = 1 if y.ndim == 1 else y.shape[1]
-        self._y_ndim = y.ndim
         gate_columns = resolve_gate_features(self.gate_features, X.shape[1], None)
-        data = ChunkedRows(X, y, sample_weight)
+        data = ChunkedRows(X, y, sample_weight, classes)
         summary = summarise(data, gate_columns)
         setup = ChunkedSetup(
             data=data,
             summary=summary,
             templates=[clone(template) for template in templates],
-            family=gaussian_family(summary, self.covariance_type),
+            kind=kind,
+            family=chunked_family(
+                family, summary, getattr(self, "covariance_type", "diag")
+            ),
             outputs_of=self._outputs_function(),
             gate_columns=gate_columns,
             partition=self.partition,

@@ -31,7 +31,19 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.linear_model import LinearRegression, Ridge
 
 from mixexp import _em, _softmax
-from mixexp._likelihood import GaussianLikelihood, noise_floor_of
+from mixexp._convergence import objective_plateaued
+from mixexp._family import check_target_counts
+from mixexp._glm_steps import STEP_LENGTHS, NewtonExpert, newton_kind
+from mixexp._likelihood import (
+    MEAN_FLOOR,
+    NOISE_VARIANCE_FLOOR,
+    CategoricalLikelihood,
+    GammaLikelihood,
+    GaussianLikelihood,
+    PoissonLikelihood,
+    gamma_dispersion,
+    noise_floor_of,
+)
 from mixexp._linear import regressions_from_moments, weighted_moments
 from mixexp._mstep import _NEGLIGIBLE_RESPONSIBILITY
 from mixexp._penalty import expert_priors
@@ -130,25 +142,46 @@ def check_chunked_data(X, y, sample_weight):
 
 
 def check_chunked_settings(estimator, templates, gate):
-    """Raise for what a fit over chunks cannot do, naming the fix."""
-    name = type(estimator).__name__
-    if not hasattr(estimator, "covariance_type"):
-        raise TypeError(
-            f"{name} does not fit on dask arrays; only MixtureOfExpertsRegressor "
-            "does. Pass NumPy arrays (X.compute() if they fit in memory)."
-        )
+    """Raise for what a fit over chunks cannot do, naming the fix.
+
+    Returns how the experts are stepped: "moments" (solved from their
+    weighted moments) or "newton" (one Newton step per iteration).
+    """
+    classifier = not hasattr(estimator, "covariance_type")
+    kinds = []
     for k, template in enumerate(templates):
-        if not _sums_over_rows(template):
+        newton = newton_kind(template)
+        if classifier:
+            kind = "newton" if newton == "logistic" else None
+        elif _sums_over_rows(template):
+            kind = "moments"
+        else:
+            kind = "newton" if newton in ("poisson", "gamma") else None
+        if kind is None:
             which = (
                 "expert" if not isinstance(estimator.expert, list) else f"expert[{k}]"
+            )
+            supported = (
+                "LogisticRegression experts (an L2 or no penalty, any solver but "
+                "liblinear)"
+                if classifier
+                else "LinearRegression or Ridge experts (with a scalar alpha and "
+                "positive=False), or PoissonRegressor, GammaRegressor or a log-link "
+                "TweedieRegressor"
             )
             raise ValueError(
                 f"{which} ({type(template).__name__}) is fitted on all its rows at "
                 "once: its M-step is not a sum over rows, so it cannot be fitted "
-                "over the chunks of a dask array. Use LinearRegression or Ridge "
-                "experts (with a scalar alpha and positive=False), or pass NumPy "
+                f"over the chunks of a dask array. Use {supported}, or pass NumPy "
                 "arrays (X.compute() if they fit in memory)."
             )
+        kinds.append(kind)
+    if len(set(kinds)) > 1:
+        raise ValueError(
+            "The experts mix least-squares experts (LinearRegression, Ridge) and "
+            "generalised linear ones; over the chunks of a dask array one mixture "
+            "steps its experts one way. Use experts of one kind."
+        )
     if not isinstance(gate, SoftmaxGate | ConstantGate):
         raise ValueError(
             f"gate={estimator.gate!r} cannot be fitted over the chunks of a dask "
@@ -176,12 +209,7 @@ def check_chunked_settings(estimator, templates, gate):
             f"partition={estimator.partition!r} is not supported on dask arrays; "
             "use 'kmeans' (mini-batch k-means, one chunk at a time) or 'random'."
         )
-    if estimator.likelihood not in ("auto", "gaussian"):
-        raise ValueError(
-            f"likelihood={estimator.likelihood!r} is not supported on dask arrays: "
-            "LinearRegression and Ridge experts are fitted for the Gaussian "
-            "likelihood. Set likelihood='auto'."
-        )
+    return kinds[0]
 
 
 def _sums_over_rows(template):
@@ -204,7 +232,8 @@ class ChunkedRows:
     scheduler, and sums (or merges) the results pairwise.
     """
 
-    def __init__(self, X, y, sample_weight):
+    def __init__(self, X, y, sample_weight, classes=None):
+        self.classes = classes  # a classifier's labels: y is encoded by them
         self.n_samples, self.n_features = X.shape
         self.sizes = X.chunks[0]
         self.y_ndim = y.ndim
@@ -229,8 +258,9 @@ class ChunkedRows:
 
         shared = [dask.delayed(arg, pure=False, traverse=False) for arg in args]
         run = dask.delayed(_run_block, pure=True)
+        classes = dask.delayed(self.classes, pure=False, traverse=False)
         parts = [
-            run(function, X, y, w, index, *shared)
+            run(function, X, y, w, index, classes, *shared)
             for index, (X, y, w) in enumerate(self.blocks)
         ]
         combine = dask.delayed(add_results, pure=True)
@@ -242,12 +272,15 @@ class ChunkedRows:
         return dask.compute(parts[0])[0]
 
 
-def _run_block(function, X, y, w, index, *args):
+def _run_block(function, X, y, w, index, classes, *args):
     X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+    if classes is None:
+        y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+    else:  # encoded as the classifier's LabelEncoder encodes them
+        y = np.searchsorted(classes, np.asarray(y))
     w = np.ones(X.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
     with single_threaded_blas:
-        return function(X, y, w, index, *args)
+        return function(X, y, w, index, classes, *args)
 
 
 @dataclass
@@ -280,8 +313,8 @@ def add_results(a, b):
     """Sum two blocks' results: dicts, tuples and arrays entry by entry."""
     if isinstance(a, dict):
         return {key: add_results(a[key], b[key]) for key in a}
-    if isinstance(a, tuple):
-        return tuple(add_results(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, tuple | list):
+        return type(a)(add_results(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, Moments):
         return a.merge(b)
     if a is None:
@@ -296,13 +329,16 @@ def _column_moments(X, w):
     return Moments(np.diag(spread), np.asarray(total), mean)
 
 
-def _data_summary(X, y, w, index, gate_columns):
+def _data_summary(X, y, w, index, classes, gate_columns):
     """Checks and column moments of a block: the fit's first pass."""
+    y = np.reshape(y, (X.shape[0], -1)).astype(np.float64)
     finite = bool(np.isfinite(X).all() and np.isfinite(y).all())
     gate_X = X if gate_columns is None else X[:, gate_columns]
     return {
         "not_finite": 0 if finite else 1,
         "negative_weights": int(np.count_nonzero(~(w >= 0))),
+        "negative_y": int(np.count_nonzero(y < 0)),
+        "not_positive_y": int(np.count_nonzero(y <= 0)),
         "gate": _column_moments(gate_X, w),
         "y": _column_moments(y, w),
         "X": _column_moments(X, np.ones(X.shape[0])),
@@ -415,43 +451,58 @@ def cluster_start(data, summary, n_experts, rng):
 class Targets:
     """What one E-step gives the M-step: its source and the sums over rows.
 
-    ``source`` recomputes the responsibilities of any block; ``moments``
-    are the experts' (a `Moments` of shape (K, d + m)), ``load`` the
-    weighted sums of the responsibilities, ``log_likelihood`` (a Model's
-    E-step only) the weighted sum of log p(y | x), and ``gate_start`` the
-    softmax gate's loss and gradient at its current parameters.
+    ``source`` recomputes the responsibilities of any block; ``load`` sums
+    each expert's weights ``w_i r_ik``; ``log_likelihood`` (a Model's E-step
+    only) is the weighted sum of log p(y | x); ``gate_start`` the softmax
+    gate's loss and gradient at its current parameters. Least-squares
+    experts get their ``moments`` (a `Moments` of shape (K, d + m));
+    generalised linear ones their weighted target sums and, once they have
+    parameters, the sums of their objective's value, gradient and Hessian
+    there (``newton``).
     """
 
     source: object
-    moments: Moments
     load: np.ndarray
+    moments: Moments = None
+    target_sums: np.ndarray = None
+    newton: list = None
     log_likelihood: float = None
     gate_start: tuple = None
     dispatched: np.ndarray = None
     gate_mean: np.ndarray = None
 
 
-def _block_targets(X, y, w, index, source, intercepts, gate_at):
+def _block_targets(X, y, w, index, classes, source, experts_at, gate_at):
     """A block's share of `Targets` (see `targets_of`)."""
     resp, log_prob = source.responsibilities(X, y, index)
     n_experts = resp.shape[1]
-    negligible = _NEGLIGIBLE_RESPONSIBILITY * w
-    weights, rows = [], []
-    for k in range(n_experts):
-        share = resp[:, k]
-        kept = np.flatnonzero(w * share > negligible)
-        weights.append(share)
-        rows.append(None if kept.size == X.shape[0] else kept)
-    moments = weighted_moments([X] * n_experts, y, weights, rows, intercepts, w)
-    scatter, total, mean = (np.stack(part) for part in zip(*moments, strict=True))
     result = {
-        "moments": Moments(scatter, total, mean),
         "load": w @ resp,
         "log_likelihood": None if log_prob is None else float(w @ log_prob),
+        "moments": None,
+        "target_sums": None,
+        "newton": None,
         "gate_start": None,
         "dispatched": None,
         "gate_mean": None,
     }
+    kind, state = experts_at
+    if kind == "moments":
+        result["moments"] = _block_moments(X, y, w, resp, state)
+    else:
+        specs, thetas = state
+        weighted = resp * w[:, np.newaxis]
+        if classes is None:
+            result["target_sums"] = weighted.T @ y
+        else:
+            result["target_sums"] = np.stack(
+                [np.bincount(y, weighted[:, k], len(classes)) for k in range(n_experts)]
+            )
+        if thetas is not None:
+            result["newton"] = [
+                spec.block_sums(theta, X, y, weighted[:, k])
+                for k, (spec, theta) in enumerate(zip(specs, thetas, strict=True))
+            ]
     if gate_at is not None:
         flat, mean_, scale, total_weight, gate_columns = gate_at
         gate_X = X if gate_columns is None else X[:, gate_columns]
@@ -473,13 +524,42 @@ def _block_targets(X, y, w, index, source, intercepts, gate_at):
     return result
 
 
-def targets_of(data, source, intercepts, gate_at=None):
+def _block_moments(X, y, w, resp, intercepts):
+    """Each expert's weighted moments on a block, as the M-step weighs rows."""
+    n_experts = resp.shape[1]
+    negligible = _NEGLIGIBLE_RESPONSIBILITY * w
+    weights, rows = [], []
+    for k in range(n_experts):
+        share = resp[:, k]
+        kept = np.flatnonzero(w * share > negligible)
+        weights.append(share)
+        rows.append(None if kept.size == X.shape[0] else kept)
+    moments = weighted_moments([X] * n_experts, y, weights, rows, intercepts, w)
+    scatter, total, mean = (np.stack(part) for part in zip(*moments, strict=True))
+    return Moments(scatter, total, mean)
+
+
+def targets_of(data, source, experts_at, gate_at=None):
     """The `Targets` of `source`'s responsibilities: one pass."""
-    sums = data.map_reduce(_block_targets, source, intercepts, gate_at)
+    sums = data.map_reduce(_block_targets, source, experts_at, gate_at)
     return Targets(source=source, **sums)
 
 
-def _block_gate_loss(X, y, w, index, source, flat, gate_at, gradient):
+def _block_newton_trials(X, y, w, index, classes, source, specs, thetas, steps, floor):
+    """Each generalised linear expert's objective sums along its step."""
+    resp, _ = source.responsibilities(X, y, index)
+    trials = []
+    for k, (spec, theta, step) in enumerate(zip(specs, thetas, steps, strict=True)):
+        s = resp[:, k] * w
+        losses = spec.block_trials(theta, step, X, y, s)
+        deviances = None
+        if spec.kind == "gamma":
+            deviances = spec.block_deviances(theta, step, X, y, s, floor)
+        trials.append((losses, deviances))
+    return trials
+
+
+def _block_gate_loss(X, y, w, index, classes, source, flat, gate_at, gradient):
     resp, _ = source.responsibilities(X, y, index)
     mean, scale, total_weight, gate_columns = gate_at
     gate_X = X if gate_columns is None else X[:, gate_columns]
@@ -496,7 +576,7 @@ def _block_gate_loss(X, y, w, index, source, flat, gate_at, gradient):
     )
 
 
-def _block_gate_hessian(X, y, w, index, flat, gate_at, n_experts):
+def _block_gate_hessian(X, y, w, index, classes, flat, gate_at, n_experts):
     mean, scale, total_weight, gate_columns = gate_at
     gate_X = X if gate_columns is None else X[:, gate_columns]
     probaT = _softmax.softmax_probaT(flat, gate_X, mean, scale, n_experts)
@@ -604,13 +684,18 @@ class ChunkedSetup:
     data: ChunkedRows
     summary: dict
     templates: list
-    family: GaussianLikelihood
+    kind: str  # "moments" or "newton": how the experts are stepped
+    family: object
     outputs_of: object
     gate_columns: object
     partition: object
     max_iter: int
     tol: float
     verbose: int
+
+    @property
+    def total(self):
+        return float(self.summary["gate"].total)
 
 
 def summarise(data, gate_columns):
@@ -629,11 +714,37 @@ def summarise(data, gate_columns):
     return summary
 
 
-def gaussian_family(summary, covariance_type):
-    """The Gaussian family, its floor from the targets' chunked moments."""
+def chunked_family(name, summary, covariance_type):
+    """The likelihood family, configured from the targets' chunked moments
+    as the in-memory fit configures it from the targets."""
+    if name == "categorical":
+        return CategoricalLikelihood()
+    check_target_counts(name, summary["negative_y"], summary["not_positive_y"])
     moments = summary["y"]
+    mean = moments.mean
     var = np.diagonal(moments.scatter) / moments.total
-    return GaussianLikelihood(noise_floor_of(moments.mean, var), covariance_type)
+    if name == "gaussian":
+        return GaussianLikelihood(noise_floor_of(mean, var), covariance_type)
+    mean_floor = MEAN_FLOOR * max(float(mean.mean()), 1.0)
+    if name == "poisson":
+        return PoissonLikelihood(mean_floor)
+    relative = np.where(var > 0, var / mean**2, 1.0)
+    return GammaLikelihood(NOISE_VARIANCE_FLOOR * relative, mean_floor)
+
+
+@dataclass
+class _ExpertState:
+    """The experts between M-steps: generalised linear ones keep their
+    parameters (least-squares ones are solved afresh each time)."""
+
+    specs: list = None
+    thetas: list = None
+
+    def at(self, kind):
+        """What `_block_targets` needs of the experts."""
+        if kind == "moments":
+            return kind, self.specs
+        return kind, (self.specs, self.thetas)
 
 
 def chunked_run(setup, gate_template, seed):
@@ -654,14 +765,17 @@ def chunked_run(setup, gate_template, seed):
         clone(gate_template), data, setup.summary, n_experts, setup.gate_columns
     )
     rng.randint(MAX_SEED, size=n_experts)  # the experts' seeds, as in memory
-    intercepts = np.array([t.fit_intercept for t in templates])
-    total = gate.total
-    targets = targets_of(data, source, intercepts, gate.start_at())
-    history, converged = [], False
-    experts = scale = None
+    total = setup.total
+    n_classes = 0 if data.classes is None else len(data.classes)
+    if setup.kind == "moments":
+        state = _ExpertState(np.array([t.fit_intercept for t in templates]))
+    else:
+        state = _ExpertState([NewtonExpert.of(t, total, n_classes) for t in templates])
+    targets = targets_of(data, source, state.at(setup.kind), gate.start_at())
+    history, converged, reseeded_at = [], False, 0
     for n_iter in range(1, setup.max_iter + 1):
         mstep_load = targets.load
-        experts, scale, expert_penalty = _experts_step(setup, targets, intercepts)
+        experts, scale, expert_penalty = _experts_step(setup, targets, state)
         with single_threaded_blas:
             gate.improve(targets, exact=False)
         model = Model(
@@ -672,15 +786,23 @@ def chunked_run(setup, gate_template, seed):
             setup.outputs_of,
             setup.gate_columns,
         )
-        targets = targets_of(data, model, intercepts, gate.start_at())
-        objective = (targets.log_likelihood - gate.penalty - expert_penalty) / total
+        targets = targets_of(data, model, state.at(setup.kind), gate.start_at())
+        penalty = gate.penalty + (expert_penalty or 0.0)
+        objective = (targets.log_likelihood - penalty) / total
         previous = history[-1] if history else None
         history.append(objective)
         if setup.verbose >= 2:
             change = np.nan if previous is None else objective - previous
             print(f"  Iteration {n_iter}\t objective change {change:.5g}")
-        if previous is not None and abs(objective - previous) < setup.tol:
-            converged = True
+        converged = (
+            previous is not None and abs(objective - previous) < setup.tol
+        ) or (
+            # Not every expert's penalty is known (see _run.py): the
+            # objective may wander; stop once it stops rising.
+            expert_penalty is None
+            and objective_plateaued(history[reseeded_at:], setup.tol)
+        )
+        if converged:
             break
     return ChunkedResult(
         experts=experts,
@@ -716,11 +838,26 @@ class ChunkedResult:
         return self.history[-1]
 
 
-def _experts_step(setup, targets, intercepts):
-    """The experts' M-step and the family's scale, from the moments."""
-    templates, family = setup.templates, setup.family
+def _experts_step(setup, targets, state):
+    """The experts' M-step and the family's scale, from the sums."""
+    if setup.kind == "moments":
+        experts, scale = _least_squares_step(setup, targets, state.specs)
+    else:
+        experts, scale = _newton_step(setup, targets, state)
+    family = setup.family
+    priors = expert_priors(
+        experts, setup.templates, targets.load, setup.total, family.name
+    )
+    if scale is not None and family.name == "gaussian":
+        scale = family.scale_from_scatter(*scale, priors)
+    return experts, scale, family.penalty(priors, scale)
+
+
+def _least_squares_step(setup, targets, intercepts):
+    """Least-squares experts solved from their moments, and their residual
+    scatter (for the Gaussian scale)."""
+    templates = setup.templates
     moments = targets.moments
-    total = float(setup.summary["gate"].total)
     n_targets = setup.data.n_targets
     scatter, mean = moments.scatter, moments.mean
     # Without an intercept an expert's moments are about zero.
@@ -735,14 +872,13 @@ def _experts_step(setup, targets, intercepts):
     # penalty, against the responsibilities' moments, is alpha W_k / W.
     ridge = np.array(
         [
-            t.alpha * targets.load[k] / total if type(t) is Ridge else 0.0
+            t.alpha * targets.load[k] / setup.total if type(t) is Ridge else 0.0
             for k, t in enumerate(templates)
         ]
     )
     experts = regressions_from_moments(
         templates, kept, n_targets, setup.data.y_ndim, ridge
     )
-    priors = expert_priors(experts, templates, targets.load, total, family.name)
     residual = np.empty((len(templates), n_targets, n_targets))
     n_features = raw.shape[1] - n_targets
     for k, expert in enumerate(experts):
@@ -752,8 +888,71 @@ def _experts_step(setup, targets, intercepts):
         yy = raw[k, n_features:, n_features:]
         cross = coef.T @ xy
         residual[k] = yy - cross - cross.T + coef.T @ xx @ coef
-    scale = family.scale_from_scatter(moments.total.copy(), residual, priors)
-    return experts, scale, family.penalty(priors, scale) or 0.0
+    return experts, (moments.total.copy(), residual)
+
+
+def _newton_step(setup, targets, state):
+    """Generalised linear experts: one checked Newton step each (the first
+    M-step sets their intercepts alone), and the Gamma dispersion."""
+    data, specs = setup.data, state.specs
+    n_features = data.n_features
+    load = targets.load
+    if state.thetas is None:
+        thetas = [
+            spec.start(sums, total, n_features)
+            for spec, sums, total in zip(specs, targets.target_sums, load, strict=True)
+        ]
+        steps = [np.zeros_like(theta) for theta in thetas]
+        slopes = None
+    else:
+        thetas = state.thetas
+        moves = [
+            spec.direction(theta, grad, hessian, total)
+            for spec, theta, (_, grad, hessian), total in zip(
+                specs, thetas, targets.newton, load, strict=True
+            )
+        ]
+        steps = [step for step, _ in moves]
+        slopes = [slope for _, slope in moves]
+    gamma = setup.family.name == "gamma"
+    trials = None
+    if slopes is not None or gamma:
+        floor = getattr(setup.family, "mean_floor", None)
+        trials = data.map_reduce(
+            _block_newton_trials, targets.source, specs, thetas, steps, floor
+        )
+    if slopes is not None:
+        chosen = [
+            spec.chosen(theta, step, slope, value, losses, total)
+            for spec, theta, step, slope, (value, _, _), (losses, _), total in zip(
+                specs, thetas, steps, slopes, targets.newton, trials, load, strict=True
+            )
+        ]
+    else:  # the intercept-only start: no step
+        chosen = [(theta, 0.0) for theta in thetas]
+    state.thetas = [theta for theta, _ in chosen]
+    experts = [
+        spec.fitted(template, theta, n_features, _encoded(data.classes))
+        for spec, template, theta in zip(
+            specs, setup.templates, state.thetas, strict=True
+        )
+    ]
+    scale = None
+    if gamma:
+        deviance = np.zeros((len(specs), 1))
+        for k, ((_, deviances), (_, length)) in enumerate(
+            zip(trials, chosen, strict=True)
+        ):
+            # Deviances at a zero-length step (the expert kept), then along it.
+            at = 0 if length == 0.0 else 1 + STEP_LENGTHS.index(length)
+            deviance[k] = deviances[at] / load[k] if load[k] > 0 else 0.0
+        scale = np.maximum(gamma_dispersion(deviance), setup.family.floor)
+    return experts, scale
+
+
+def _encoded(classes):
+    """A classifier's experts see the labels encoded (as in memory)."""
+    return None if classes is None else np.arange(len(classes))
 
 
 # ----------------------------------------------------------------------

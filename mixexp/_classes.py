@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from mixexp._base import _BaseMixtureOfExperts
 from mixexp._chunked import is_dask_collection, lazy_rows, standard_deviation
-from mixexp._family import FAMILIES, make_likelihood, resolve_family
+from mixexp._family import FAMILIES, family_of, make_likelihood, resolve_family
 from mixexp._likelihood import COVARIANCE_TYPES, CategoricalLikelihood, align_proba
 from mixexp._linear import is_plain_linear_regression
 from mixexp._mstep import fit_weighted, fit_weighted_classifier
@@ -539,6 +539,24 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         family = resolve_family(self.likelihood, templates)
         return make_likelihood(family, self.covariance_type, y, sample_weight)
 
+    def _chunked_family_name(self, templates):
+        family = resolve_family(self.likelihood, templates)
+        if family == "laplace" or any(family_of(t) != family for t in templates):
+            raise ValueError(
+                f"likelihood={self.likelihood!r} is not supported on dask arrays "
+                "with these experts: over chunks each expert is fitted for the "
+                "family its own loss belongs to (Gaussian for LinearRegression and "
+                "Ridge, Poisson or Gamma for those GLMs). Set likelihood='auto'."
+            )
+        if self.covariance_type != "diag" and family != "gaussian":
+            make_likelihood(family, self.covariance_type, None, None)  # refuses
+        return family
+
+    def _chunked_targets(self, y):
+        self._n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        self._y_ndim = y.ndim
+        return None
+
     def _outputs_function(self):
         return _regression_outputs
 
@@ -717,6 +735,26 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
 
     def _likelihood_for(self, templates, y, sample_weight):
         return CategoricalLikelihood()
+
+    def _chunked_family_name(self, templates):
+        return "categorical"
+
+    def _chunked_targets(self, y):
+        import dask
+
+        if y.ndim != 1:
+            raise ValueError(
+                f"y should be a 1d array, got a dask array of shape {y.shape} instead."
+            )
+        classes = np.unique(dask.compute(y.map_blocks(np.unique).ravel())[0])
+        self.le_ = LabelEncoder().fit(classes)
+        self.classes_ = self.le_.classes_
+        if self.classes_.shape[0] < 2:
+            raise ValueError(
+                f"y holds one class only ({self.classes_.tolist()[0]!r}); the "
+                "classifier needs at least 2."
+            )
+        return self.classes_
 
     def _outputs_function(self):
         return functools.partial(_class_outputs, n_classes=self.classes_.shape[0])

@@ -119,15 +119,20 @@ def resolve_family(likelihood, templates):
 
 def check_targets(family, y):
     """Refuse targets outside the family's support, saying what to do."""
-    if family == "poisson" and np.any(y < 0):
+    check_target_counts(family, int(np.sum(y < 0)), int(np.sum(y <= 0)))
+
+
+def check_target_counts(family, negative, not_positive):
+    """`check_targets` from the numbers of negative and of y <= 0 values."""
+    if family == "poisson" and negative:
         raise ValueError(
             f"likelihood='poisson' needs y >= 0 (counts); y has "
-            f"{int(np.sum(y < 0))} negative values. Use likelihood='gaussian' "
+            f"{negative} negative values. Use likelihood='gaussian' "
             "or 'laplace' for targets of any sign."
         )
-    if family == "gamma" and np.any(y <= 0):
+    if family == "gamma" and not_positive:
         raise ValueError(
-            f"likelihood='gamma' needs y > 0; y has {int(np.sum(y <= 0))} "
+            f"likelihood='gamma' needs y > 0; y has {not_positive} "
             "values <= 0. Use likelihood='poisson' for counts with zeros, or "
             "'gaussian' for targets of any sign."
         )

@@ -36,6 +36,7 @@ from sklearn.linear_model import (
     LinearRegression,
     LogisticRegression,
     PoissonRegressor,
+    TweedieRegressor,
 )
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.preprocessing import StandardScaler
@@ -792,16 +793,17 @@ CASES = [
         "dask-expert-needs-all-rows",
         "an expert whose fit is not a sum over rows, on dask arrays",
         ValueError,
-        r"expert \(DecisionTreeRegressor\).*not a sum over rows",
-        "expert (DecisionTreeRegressor) is fitted on all its rows at once: its "
-        "M-step is not a sum over rows, so it cannot be fitted over the chunks of "
-        "a dask array. Use LinearRegression or Ridge experts (with a scalar alpha "
-        "and positive=False), or pass NumPy arrays (X.compute() if they fit in "
-        "memory).",
+        r"expert \(.*\) is fitted on all its rows at once.*not a sum over rows",
+        "expert (...) is fitted on all its rows at once: its M-step is not a sum "
+        "over rows, so it cannot be fitted over the chunks of a dask array. "
+        "Use ..., or pass NumPy arrays (X.compute() if they fit in memory).",
         lambda k: k.fit(
-            X=_dask(k.X), y=_dask(k.y), expert=DecisionTreeRegressor(max_depth=2)
+            X=_dask(k.X),
+            y=_dask(k.y),
+            expert=DecisionTreeRegressor(max_depth=2)
+            if k.kind == "regressor"
+            else DecisionTreeClassifier(max_depth=2),
         ),
-        ("regressor",),
     ),
     Case(
         "dask-hard-em",
@@ -824,15 +826,20 @@ CASES = [
         ("regressor",),
     ),
     Case(
-        "dask-classifier",
-        "a classifier fitted on dask arrays",
-        TypeError,
-        r"does not fit on dask arrays",
-        "MixtureOfExpertsClassifier does not fit on dask arrays; only "
-        "MixtureOfExpertsRegressor does. Pass NumPy arrays (X.compute() if they "
-        "fit in memory).",
-        lambda k: k.fit(X=_dask(k.X), y=_dask(k.y)),
-        ("classifier",),
+        "dask-mixed-steps",
+        "least-squares and generalised linear experts together, on dask arrays",
+        ValueError,
+        r"mix least-squares experts",
+        "The experts mix least-squares experts (LinearRegression, Ridge) and "
+        "generalised linear ones; over the chunks of a dask array one mixture "
+        "steps its experts one way. Use experts of one kind.",
+        lambda k: k.fit(
+            X=_dask(k.X),
+            y=_dask(k.y),
+            expert=[LinearRegression(), TweedieRegressor(power=1.0, link="log")],
+            likelihood="gaussian",
+        ),
+        ("regressor",),
     ),
 ]
 
