@@ -44,8 +44,10 @@ What is kept, part by part:
   running averages of that curvature and of the bounds' linear terms
   define an averaged quadratic surrogate, minimised in closed form (with
   the gate's L2 penalty, ``alpha / N``): `softmax_surrogate_statistics`,
-  `softmax_surrogate_minimiser`. The constant gate's proportions are the
-  running mean responsibilities;
+  `softmax_surrogate_minimiser`. The bound's curvature is the softest
+  gate's: where the experts' regions are separable the step sharpens a
+  gate more slowly than batch EM's Newton steps do (benchmarks/online.py).
+  The constant gate's proportions are the running mean responsibilities;
 - **the likelihood family's scales** (noise variance, dispersion): each
   expert's batch estimate, blended with the running one in proportion to
   the expert's weight in each (`blend_scale`): for the Gaussian and
