@@ -219,7 +219,10 @@ def test_classifier_learns_a_class_missing_from_the_first_batch():
     model.partial_fit(X[first], y[first], classes=[0, 1, 2])
     assert list(model.classes_) == [0, 1, 2]
     _stream(model, X, y, 500, 2)
-    assert model.predict_proba(X).shape == (3_000, 3)
+    assert model.n_batch_iter_ == 13
+    np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0)
+    np.testing.assert_allclose(model.predict_gate(X).sum(axis=1), 1.0)
+    assert np.isfinite(model.log_likelihood(X, y)).all()
     assert model.score(X, y) > 0.9
 
 
