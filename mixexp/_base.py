@@ -13,9 +13,11 @@ read and tested on its own:
 - ``_reseed.py``: re-seeding starved experts; ``_convergence.py``: when a
   run stops; ``routing.py``: pooling weights and training capacity;
 - ``partition.py``: the initial responsibilities; ``_validation.py``: the
-  checks that parameter constraints cannot express.
+  checks that parameter constraints cannot express;
+- ``_online.py``: one step of online EM, for ``partial_fit``.
 """
 
+import inspect
 import numbers
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -61,6 +63,7 @@ from mixexp._chunked import (
     summarise,
 )
 from mixexp._mstep import supports_sample_weight
+from mixexp._online import OnlineBatch, partial_step, step_size, update_kind
 from mixexp._run import EMRun, FitContext, run_em, single_run
 from mixexp._utils import MAX_SEED, run_calls, single_threaded_blas
 from mixexp._validation import (
@@ -76,6 +79,35 @@ from mixexp.exceptions import CollapsedExpertWarning
 from mixexp.gating import ConstantGate, SoftmaxGate, make_gate, routed_classifier
 from mixexp.partition import resolve_feature_groups, resolve_gate_features
 from mixexp.routing import load_balance, top_k_weights
+
+# What each setting that partial_fit cannot follow is refused for, and the
+# value it needs: (parameter, value partial_fit takes, why).
+_ONLINE_SETTINGS = (
+    (
+        "training",
+        "em",
+        "online EM is soft EM, and hard EM and a fixed partition need all the "
+        "rows at once",
+    ),
+    (
+        "cv",
+        None,
+        "the out-of-fold E-step refits every expert once per fold, on rows a "
+        "stream does not keep",
+    ),
+    (
+        "capacity_factor",
+        None,
+        "an expert's capacity is a share of all the rows of an M-step, which "
+        "a stream does not have",
+    ),
+    (
+        "min_expert_load",
+        None,
+        "re-seeding an expert needs the rows the mixture explains worst, "
+        "which a stream does not keep",
+    ),
+)
 
 
 class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta):
@@ -104,6 +136,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         "min_expert_load": [Interval(numbers.Real, 0, 1, closed="left"), None],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "learning_decay": [Interval(numbers.Real, 0, 1, closed="both")],
+        "learning_offset": [Interval(numbers.Real, 1.0, None, closed="left")],
         "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
@@ -129,6 +163,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         min_expert_load=None,
         max_iter=100,
         tol=1e-4,
+        learning_decay=0.7,
+        learning_offset=10.0,
         n_init=1,
         warm_start=False,
         random_state=None,
@@ -150,6 +186,8 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         self.min_expert_load = min_expert_load
         self.max_iter = max_iter
         self.tol = tol
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
         self.n_init = n_init
         self.warm_start = warm_start
         self.random_state = random_state
@@ -168,8 +206,12 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         """Raise if `expert` lacks what this kind of mixture needs."""
 
     @abstractmethod
-    def _validate_targets(self, y, reset):
-        """Targets for the likelihood and for the experts' fit, as a pair."""
+    def _validate_targets(self, y, reset, classes=None):
+        """Targets for the likelihood and for the experts' fit, as a pair.
+
+        `classes` (a classifier's, on reset) are the labels to learn when
+        they are not all in `y` (the first call of ``partial_fit``).
+        """
 
     @abstractmethod
     def _likelihood_for(self, templates, y, sample_weight):
@@ -225,7 +267,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             vars(self).update(state)
             raise
 
-    def _fit(self, X, y, sample_weight, fit_params):
+    def _fit(self, X, y, sample_weight, fit_params, classes=None):
         if any(map(is_dask_collection, (X, y, sample_weight))):
             return self._fit_chunked(X, y, sample_weight, fit_params)
         check_n_experts(self.n_experts)
@@ -240,7 +282,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 f"{previous_n_features} features; X has {X.shape[1]}. Set "
                 "warm_start=False to start afresh."
             )
-        y, y_fit = self._validate_targets(y, reset=True)
+        y, y_fit = self._validate_targets(y, reset=True, classes=classes)
         sample_weight = check_sample_weight(sample_weight, X)
         context, groups, gate_columns = self._prepare(
             X, y, y_fit, sample_weight, routed, warm
@@ -493,6 +535,142 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         attributes = likelihood.attributes(best.scale, y_ndim, n_experts)
         for name, value in attributes.items():
             setattr(self, name, value)
+        # A fit starts a new model: partial_fit seeds its statistics afresh.
+        self._online = None
+        self.n_batch_iter_ = 0
+
+    # ------------------------------------------------------------------
+    # Online EM (partial_fit).
+
+    def _partial_fit(self, X, y, sample_weight, classes):
+        """One step of online EM on a batch (see ``_online.py``); atomic."""
+        state = dict(vars(self))
+        try:
+            with single_threaded_blas.kept():
+                return self._partial_fit_step(X, y, sample_weight, classes)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(state)
+            raise
+
+    def _partial_fit_step(self, X, y, sample_weight, classes):
+        for name, value in (("X", X), ("y", y), ("sample_weight", sample_weight)):
+            if is_dask_collection(value):
+                raise TypeError(
+                    f"partial_fit takes one batch of rows in memory; {name} is a "
+                    "dask collection. Fit a dask array over its chunks with "
+                    "fit(X, y), or feed its chunks to partial_fit one at a time "
+                    "with dask_ml.wrappers.Incremental."
+                )
+        templates = self._check_partial_fit_support()
+        check_X_y_shapes(X, y)
+        if not hasattr(self, "experts_"):
+            # The first call starts from batch EM on its own rows (the
+            # initial partition, restarts, convergence: all of fit's), and
+            # the step below seeds the running statistics from it.
+            self._fit(X, y, sample_weight, {}, classes=classes)
+        elif len(templates) != self.n_experts_:
+            raise ValueError(
+                f"partial_fit continues the fitted model, which has "
+                f"{self.n_experts_} experts, but the parameters now give "
+                f"{len(templates)}. Call fit, or partial_fit on a fresh clone."
+            )
+        X, y = self._validate_X_y(X, y, reset=False)
+        y, y_fit = self._validate_targets(y, reset=False)
+        sample_weight = check_sample_weight(sample_weight, X)
+        online = self._online
+        rho = (
+            1.0
+            if online is None
+            else step_size(online.n_steps, self.learning_offset, self.learning_decay)
+        )
+        batch = OnlineBatch(
+            X_parts=self._X_parts(X),
+            X_gate=X if self.gate_features_ is None else X[:, self.gate_features_],
+            y=y,
+            y_fit=y_fit,
+            y_ndim=getattr(self, "_y_ndim", 1),
+            sample_weight=sample_weight,
+            classes=np.arange(len(self.classes_)) if is_classifier(self) else None,
+        )
+        seeds = check_random_state(self.random_state).randint(
+            MAX_SEED, size=self.n_experts_
+        )
+        experts, gate, scale, online, log_prob = partial_step(
+            self.experts_,
+            self.gate_,
+            self._scale,
+            online,
+            batch,
+            [clone(template) for template in templates],
+            self._likelihood,
+            self._outputs_function(),
+            rho,
+            seeds,
+        )
+        self.experts_, self.gate_, self._scale = experts, gate, scale
+        # A warm-started fit then begins from this gate, not from the state
+        # of the fit before the online steps.
+        self._gate_checkpoint = None
+        self._online = online
+        self.n_batch_iter_ = online.n_steps
+        self.expert_load_ = online.shares
+        self.dropped_fraction_ = 0.0
+        self.lower_bound_ = _em.mean_log_likelihood(log_prob, sample_weight)
+        self.load_balance_ = load_balance(np.exp(gate._predict_log_proba(batch.X_gate)))
+        attributes = self._likelihood.attributes(scale, batch.y_ndim, self.n_experts_)
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        return self
+
+    def _check_partial_fit_support(self):
+        """Refuse what partial_fit cannot train, saying what to use instead.
+
+        Returns the experts' templates.
+        """
+        for name, supported, why in _ONLINE_SETTINGS:
+            value = getattr(self, name)
+            if value != supported:
+                raise ValueError(
+                    f"partial_fit does not support {name}={value!r}: {why}. Use "
+                    f"{name}={supported!r}, or train with fit."
+                )
+        if not hasattr(make_gate(self.gate), "_partial_update"):
+            raise ValueError(
+                f"partial_fit does not support gate={self.gate!r}: only the "
+                "softmax and constant gates have an online update. Use "
+                "gate='softmax' or gate='constant', or train with fit."
+            )
+        templates = expert_templates(
+            self.expert, self.n_experts, self.feature_groups, self._default_expert()
+        )
+        for k, template in enumerate(templates):
+            name = f"expert[{k}]" if isinstance(self.expert, list) else "expert"
+            self._check_expert(template, name)
+            kind = update_kind(template)
+            given = (
+                f"None (the default, {template!r})"
+                if self.expert is None
+                else repr(template)
+            )
+            if kind is None:
+                raise ValueError(
+                    f"{name}={given} cannot be trained by partial_fit: it has no "
+                    "partial_fit of its own, and it is not a linear expert whose "
+                    "sufficient statistics mixexp keeps. Use "
+                    f"{self._online_experts}, or train with fit."
+                )
+            if (
+                kind == "partial_fit"
+                and "sample_weight"
+                not in inspect.signature(template.partial_fit).parameters
+            ):
+                raise ValueError(
+                    f"{name}={given} has a partial_fit without sample_weight, "
+                    "which online soft EM needs to pass the responsibilities. Use "
+                    f"{self._online_experts}, or train with fit."
+                )
+        return templates
 
     def _route_fit_params(self, fit_params):
         """Split the extra fit parameters between the experts and the gate."""

@@ -3,7 +3,7 @@
 import functools
 
 import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import LabelEncoder
@@ -131,6 +131,23 @@ _SHARED_PARAMETERS = """
         EM stops when the mean log-likelihood (per unit of sample weight)
         changes by less than `tol` between iterations.
 
+    learning_decay : float, default=0.7
+        Online EM (`partial_fit`) only; `fit` ignores it. How fast the
+        weight of each new batch in the running statistics decreases: the
+        ``t``-th call after the first blends its batch in with step size
+        ``rho_t = (learning_offset + t) ** -learning_decay``. Values in
+        (0.5, 1] satisfy the conditions under which online EM converges
+        (Cappé and Moulines, 2009); smaller ones forget old batches
+        faster, for a stream that drifts; 0 keeps only the last batch. The
+        name and default are those of
+        :class:`~sklearn.decomposition.LatentDirichletAllocation`.
+
+    learning_offset : float, default=10.0
+        Online EM (`partial_fit`) only; `fit` ignores it. A positive
+        offset that down-weights the first batches (see `learning_decay`):
+        the step size starts at ``(learning_offset + 1) ** -learning_decay``
+        (0.19 with the defaults) and reaches 0.02 after about 250 calls.
+
     n_init : int, default=1
         Number of initial partitions tried; the run with the highest final
         log-likelihood is kept.
@@ -221,6 +238,11 @@ _SHARED_ATTRIBUTES = """
         fell to about zero) and was re-seeded on the rows the mixture
         explained worst.
 
+    n_batch_iter_ : int
+        Steps of online EM taken by `partial_fit` since the model was last
+        fitted (0 after `fit`; the first call of `partial_fit` counts as
+        one).
+
     n_features_in_ : int
         Number of features seen during `fit`.
 
@@ -234,6 +256,38 @@ _NOTES = """
     M-step (each expert refitted with ``sample_weight = w * R[:, k]``, the
     gate refitted on the responsibilities ``R``) and an E-step (``R``
     recomputed as each expert's posterior share of each row), in log space.
+"""
+
+# What partial_fit does, shared by both estimators' docstrings.
+_PARTIAL_FIT_NOTES = """
+        Each call is one step of online EM (Cappé and Moulines, 2009): an
+        E-step on the batch with the current model; running statistics
+        blended with the batch's by the step size ``rho_t = (learning_offset
+        + t) ** -learning_decay``; an M-step from them. Linear experts
+        (``LinearRegression``, ``Ridge``) keep their weighted moments and
+        solve their normal equations; experts with a ``partial_fit`` of
+        their own (SGD, MLP, naive Bayes) are updated by it with
+        ``sample_weight = w * R[:, k]``; the softmax gate takes a
+        stochastic majorisation-minimisation step on Böhning's quadratic
+        bound, the constant gate keeps the running mean responsibilities;
+        the likelihood's scales are running weighted averages. A Ridge
+        expert's ``alpha`` and the gate's ``alpha_`` penalise against all
+        the weight seen so far, as `fit` would on the whole stream.
+
+        The first call on an unfitted mixture fits it on its batch by EM
+        (`fit`: the initial partition, `n_init`, `max_iter` and `tol`
+        apply), then seeds the running statistics from that batch. After
+        `fit`, the first call seeds them from its batch under the fitted
+        model and continues from it. Either way the batch should hold
+        enough rows for every expert (a few times the number of features
+        per expert). `training`, `cv`, `capacity_factor`,
+        `min_expert_load` and classifier gates are not supported, nor are
+        experts without ``partial_fit`` other than linear ones: each is
+        refused with a ValueError. After each call `lower_bound_` is the
+        batch's mean log-likelihood under the model before the step (each
+        batch is scored before it is learnt from), `expert_load_` the
+        running shares of the experts, and `n_batch_iter_` counts the
+        calls.
 """
 
 _REFERENCES = """
@@ -482,6 +536,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         min_expert_load=None,
         max_iter=100,
         tol=1e-4,
+        learning_decay=0.7,
+        learning_offset=10.0,
         n_init=1,
         warm_start=False,
         random_state=None,
@@ -504,6 +560,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
             min_expert_load=min_expert_load,
             max_iter=max_iter,
             tol=tol,
+            learning_decay=learning_decay,
+            learning_offset=learning_offset,
             n_init=n_init,
             warm_start=warm_start,
             random_state=random_state,
@@ -523,7 +581,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         if not hasattr(expert, "predict"):
             raise ValueError(f"{name}={expert!r} has no predict method.")
 
-    def _validate_targets(self, y, reset):
+    def _validate_targets(self, y, reset, classes=None):
         y = np.asarray(y, dtype=np.float64)
         if reset:
             self._n_outputs = 1 if y.ndim == 1 else y.shape[1]
@@ -559,6 +617,55 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
 
     def _outputs_function(self):
         return _regression_outputs
+
+    _online_experts = (
+        "LinearRegression or Ridge (running sufficient statistics), or an "
+        "expert with a partial_fit that takes sample_weight, such as "
+        "SGDRegressor"
+    )
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the mixture with one batch of a stream (online EM).
+
+        Call it once per batch; after each call the mixture predicts.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The batch's inputs, with the features of the first call.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Its targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights within the batch (each batch enters
+            the running statistics with the step size of its call, whatever
+            its size); their sum counts towards the weight seen, against
+            which penalties are set.
+
+        Returns
+        -------
+        self : object
+            The updated mixture.
+
+        Notes
+        -----{notes}
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mixexp import MixtureOfExpertsRegressor
+        >>> from mixexp.datasets import make_regimes
+        >>> X, y = make_regimes(n_samples=6000, n_regimes=2, random_state=0)
+        >>> moe = MixtureOfExpertsRegressor(n_experts=2, random_state=0)
+        >>> for batch in np.array_split(np.arange(5000), 10):
+        ...     moe = moe.partial_fit(X[batch], y[batch])
+        >>> moe.n_batch_iter_
+        10
+        >>> round(moe.score(X[5000:], y[5000:]), 2)  # R^2 on held-out rows
+        1.0
+        """
+        return self._partial_fit(X, y, sample_weight, classes=None)
+
+    partial_fit.__doc__ = partial_fit.__doc__.format(notes=_PARTIAL_FIT_NOTES)
 
     def predict(self, X, return_std=False):
         """Pooled prediction of the experts.
@@ -711,24 +818,33 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
                 "example SVC(probability=True) rather than SVC())."
             )
 
-    def _validate_targets(self, y, reset):
+    def _validate_targets(self, y, reset, classes=None):
         if reset:
             check_classification_targets(y)
             y = column_or_1d(y, warn=True)
-            self.le_ = LabelEncoder().fit(y)
+            self.le_ = LabelEncoder().fit(y if classes is None else classes)
             self.classes_ = self.le_.classes_
             if self.classes_.shape[0] < 2:
+                source = "y" if classes is None else "classes"
                 raise ValueError(
-                    f"y holds one class only ({self.classes_.tolist()[0]!r}); the "
-                    "classifier needs at least 2. A mixture of experts learns "
+                    f"{source} holds one class only ({self.classes_.tolist()[0]!r}); "
+                    "the classifier needs at least 2. A mixture of experts learns "
                     "which class each row has: give it rows of several classes."
+                )
+            unknown = np.setdiff1d(y, self.classes_)
+            if unknown.size:
+                raise ValueError(
+                    f"y contains labels not in classes={self.classes_.tolist()}: "
+                    f"{unknown.tolist()}. Pass every label the stream may hold "
+                    "to the first call of partial_fit."
                 )
         else:
             y = column_or_1d(y)
             unknown = np.setdiff1d(y, self.classes_)
             if unknown.size:
                 raise ValueError(
-                    f"y contains labels not seen in fit: {unknown.tolist()}."
+                    f"y contains labels not seen in fit (nor in the classes of the "
+                    f"first call of partial_fit): {unknown.tolist()}."
                 )
         encoded = self.le_.transform(y)
         return encoded, encoded
@@ -772,6 +888,88 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
             )
             # A multinomial model is defined up to one class's parameters.
             return per_class * (n_rows - 1 if n_rows > 1 else 1)
+        return None
+
+    _online_experts = (
+        "an expert with predict_proba and a partial_fit that takes "
+        "sample_weight, such as SGDClassifier(loss='log_loss'), MLPClassifier "
+        "or GaussianNB"
+    )
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Update the mixture with one batch of a stream (online EM).
+
+        Call it once per batch; after each call the mixture predicts.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The batch's inputs, with the features of the first call.
+        y : array-like of shape (n_samples,)
+            Its class labels, all among `classes`.
+        classes : array-like of shape (n_classes,), default=None
+            Every label the stream may hold. Required on the first call
+            (unless the mixture was fitted by `fit`, whose labels it then
+            keeps), as in :meth:`sklearn.linear_model.SGDClassifier.partial_fit`;
+            later calls may omit it or must give the same labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights within the batch (each batch enters
+            the running statistics with the step size of its call, whatever
+            its size); their sum counts towards the weight seen, against
+            which penalties are set.
+
+        Returns
+        -------
+        self : object
+            The updated mixture.
+
+        Notes
+        -----{notes}
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.linear_model import SGDClassifier
+        >>> from mixexp import MixtureOfExpertsClassifier
+        >>> from mixexp.datasets import make_xor
+        >>> X, y = make_xor(n_samples=5000, random_state=0)
+        >>> moe = MixtureOfExpertsClassifier(
+        ...     SGDClassifier(loss="log_loss"), n_experts=2, random_state=0
+        ... )
+        >>> for batch in np.array_split(np.arange(4000), 8):
+        ...     moe = moe.partial_fit(X[batch], y[batch], classes=[0, 1])
+        >>> moe.n_batch_iter_
+        8
+        >>> round(moe.score(X[4000:], y[4000:]), 1)  # held-out accuracy
+        1.0
+        """
+        return self._partial_fit(
+            X, y, sample_weight, classes=self._partial_fit_classes(classes)
+        )
+
+    partial_fit.__doc__ = partial_fit.__doc__.format(notes=_PARTIAL_FIT_NOTES)
+
+    def _partial_fit_classes(self, classes):
+        """The classes a first call learns; None when they are known.
+
+        As scikit-learn's online classifiers: required on the first call,
+        the same ones (or none) afterwards.
+        """
+        if classes is not None:
+            classes = np.unique(column_or_1d(classes))
+        if not hasattr(self, "classes_"):
+            if classes is None:
+                raise ValueError(
+                    "classes must be passed on the first call of partial_fit: "
+                    "every label the stream may hold (for example "
+                    "classes=np.unique(y_all))."
+                )
+            return classes
+        if classes is not None and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                f"classes={classes.tolist()} is not the same as on the first call "
+                f"of partial_fit (or in fit): {self.classes_.tolist()}."
+            )
         return None
 
     def predict_proba(self, X):

@@ -58,7 +58,14 @@ The fit in progress has
 
 A fitted gate has ``_predict_log_proba(X)``, its (n, n_experts) log
 probabilities on validated inputs, and may have ``_n_parameters()``, its
-number of free parameters for ``bic`` and ``aic`` (None: not countable).
+number of free parameters for ``bic`` and ``aic`` (None: not countable),
+and ``_partial_update(X, targets, sample_weight, state, rho, n_seen)``,
+one step of online EM (a mixture's ``partial_fit``, see
+``mixexp/_online.py``): it blends the batch's statistics into its running
+``state`` (None: seed them from this batch) with step size ``rho``, and
+returns the updated fitted gate and the new state, leaving itself as it
+was; ``n_seen`` is the row weight seen so far, against which a penalty is
+set. A gate without it cannot be trained by ``partial_fit``.
 """
 
 import copy
@@ -78,7 +85,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from mixexp import _softmax
+from mixexp import _online, _softmax
 from mixexp._em import expert_shares
 from mixexp._utils import MAX_SEED, set_random_states, single_threaded_blas, take_rows
 
@@ -393,6 +400,22 @@ class SoftmaxGate(_BaseGate):
     def _n_parameters(self):
         # Softmax is blind to a shift shared by every expert's parameters.
         return (self.n_features_in_ + 1) * (self.classes_.shape[0] - 1)
+
+    def _partial_update(self, X, targets, sample_weight, state, rho, n_seen):
+        # A stochastic MM step on Böhning's bound, on this gate's
+        # standardisation (kept from its fit), with its penalty alpha_ (kept
+        # too: an evidence re-estimate needs the Hessian of all the data).
+        batch = _online.softmax_surrogate_statistics(
+            self._params, X, self._mean, self._scale, targets, sample_weight
+        )
+        state = batch if state is None else _online.blend(state, batch, rho)
+        params = _online.softmax_surrogate_minimiser(*state, self.alpha_ / n_seen)
+        gate = copy.copy(self)
+        gate._params = params
+        gate.coef_ = params[1:] / self._scale[:, np.newaxis]
+        gate.intercept_ = params[0] - self._mean @ gate.coef_
+        gate.penalty_ = 0.5 * self.alpha_ * float(np.sum(params[1:] ** 2))
+        return gate, state
 
 
 @dataclass(frozen=True)
@@ -892,6 +915,14 @@ class ConstantGate(_BaseGate):
 
     def _n_parameters(self):
         return self.classes_.shape[0] - 1
+
+    def _partial_update(self, X, targets, sample_weight, state, rho, n_seen):
+        # The proportions are the running mean responsibilities.
+        shares = expert_shares(targets, sample_weight)
+        state = shares if state is None else _online.blend(state, shares, rho)
+        gate = copy.copy(self)
+        gate.proportions_ = state / state.sum()
+        return gate, state
 
 
 def _constant_log_proba(proportions, n_samples):

@@ -5,7 +5,7 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
 )
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mixexp import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
@@ -42,6 +42,11 @@ def _estimators():
         max_iter=10,
         random_state=0,
     )
+    # Experts that partial_fit updates through their own partial_fit: the
+    # checks that call it train the classifier online.
+    yield MixtureOfExpertsClassifier(
+        SGDClassifier(loss="log_loss", random_state=0), n_experts=2, random_state=0
+    )
     yield MixtureOfExpertsClassifier(
         HistGradientBoostingClassifier(max_iter=5),
         gate=gate,
@@ -63,8 +68,27 @@ _RANDOM_START = (
 )
 
 
+_NO_PARTIAL_FIT = (
+    "partial_fit refuses this configuration (hard EM, a fixed partition, a "
+    "capacity, out-of-fold E-steps, a classifier gate, or experts with neither "
+    "sufficient statistics nor a partial_fit of their own) with a ValueError "
+    "that names the setting at fault (docs/bad_input.md); these checks call "
+    "partial_fit expecting it to train: tests/test_partial_fit.py"
+)
+_PARTIAL_FIT_CHECKS = (
+    "check_fit_score_takes_y",
+    "check_n_features_in_after_fitting",
+    "check_estimators_partial_fit_n_features",
+)
+
+
 def _expected_failed_checks(estimator):
-    return {"check_sample_weight_equivalence_on_dense_data": _RANDOM_START}
+    failed = {"check_sample_weight_equivalence_on_dense_data": _RANDOM_START}
+    try:
+        estimator._check_partial_fit_support()
+    except ValueError:
+        failed.update(dict.fromkeys(_PARTIAL_FIT_CHECKS, _NO_PARTIAL_FIT))
+    return failed
 
 
 def _listed(mark):

@@ -36,6 +36,8 @@ from sklearn.linear_model import (
     LinearRegression,
     LogisticRegression,
     PoissonRegressor,
+    SGDClassifier,
+    SGDRegressor,
     TweedieRegressor,
 )
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
@@ -114,6 +116,22 @@ class Kit:
             return KNeighborsRegressor(n_neighbors=3)
         return KNeighborsClassifier(n_neighbors=3)
 
+    @property
+    def online_expert(self):
+        """An expert that partial_fit can train."""
+        if self.kind == "regressor":
+            return LinearRegression()
+        return SGDClassifier(loss="log_loss", random_state=0)
+
+    def partial(self, X=None, y=None, **params):
+        """A mixture after a first call of partial_fit (every class given)."""
+        params.setdefault("expert", self.online_expert)
+        params.setdefault("n_experts", 2)
+        classes = {} if self.kind == "regressor" else {"classes": np.unique(self.y)}
+        return self.make(**params).partial_fit(
+            self.X if X is None else X, self.y if y is None else y, **classes
+        )
+
 
 @cache
 def _fitted(kind):
@@ -121,6 +139,12 @@ def _fitted(kind):
 
 
 KITS = {kind: Kit(kind) for kind in BOTH}
+
+
+def _with_label(labels, index, label):
+    labels = np.array(labels, dtype=object)
+    labels[index] = label
+    return labels
 
 
 def _with(array, index, value):
@@ -131,6 +155,13 @@ def _with(array, index, value):
 
 def _frame(array):
     return pd.DataFrame(array, columns=["a", "b", "c"])
+
+
+class _UnweightedOnlineRegressor(SGDRegressor):
+    """An SGDRegressor whose partial_fit takes no sample_weight."""
+
+    def partial_fit(self, X, y):
+        return super().partial_fit(X, y)
 
 
 def _warm_refit_on_fewer_features(k):
@@ -672,6 +703,179 @@ CASES = [
         lambda k: k.fitted().log_likelihood(k.X, np.column_stack([k.y, k.y])),
         ("regressor",),
     ),
+    # --- online EM (partial_fit) -------------------------------------------
+    Case(
+        "partial-fit-no-classes",
+        "no classes on the first call of partial_fit (classifier)",
+        ValueError,
+        r"classes must be passed on the first call of partial_fit",
+        "classes must be passed on the first call of partial_fit: every label "
+        "the stream may hold (for example classes=np.unique(y_all)).",
+        lambda k: k.make(expert=k.online_expert, n_experts=2).partial_fit(k.X, k.y),
+        ("classifier",),
+    ),
+    Case(
+        "partial-fit-other-classes",
+        "other classes on a later call of partial_fit (classifier)",
+        ValueError,
+        r"classes=\['ant', 'bee'\] is not the same as on the first call",
+        "classes=['ant', 'bee'] is not the same as on the first call of "
+        "partial_fit (or in fit): ['ant', 'bee', 'cat'].",
+        lambda k: k.partial().partial_fit(k.X, k.y, classes=["ant", "bee"]),
+        ("classifier",),
+    ),
+    Case(
+        "partial-fit-label-not-in-classes",
+        "a label of y missing from the classes of the first call of partial_fit",
+        ValueError,
+        r"y contains labels not in classes=\['ant', 'bee'\]: \['cat'\]",
+        "y contains labels not in classes=['ant', 'bee']: ['cat']. Pass every "
+        "label the stream may hold to the first call of partial_fit.",
+        lambda k: k.make(expert=k.online_expert, n_experts=2).partial_fit(
+            k.X, k.y, classes=["ant", "bee"]
+        ),
+        ("classifier",),
+    ),
+    Case(
+        "partial-fit-new-label",
+        "a new label on a later call of partial_fit",
+        ValueError,
+        r"y contains labels not seen in fit .*\['dog'\]",
+        "y contains labels not seen in fit (nor in the classes of the first call "
+        "of partial_fit): ['dog'].",
+        lambda k: k.partial().partial_fit(k.X, _with_label(k.y, 0, "dog")),
+        ("classifier",),
+    ),
+    Case(
+        "partial-fit-expert",
+        "partial_fit with an expert that has neither sufficient statistics nor "
+        "partial_fit",
+        ValueError,
+        r"expert=KNeighbors\S+\(n_neighbors=3\) cannot be trained by partial_fit",
+        "expert=KNeighbors...(n_neighbors=3) cannot be trained by partial_fit: it "
+        "has no partial_fit of its own, and it is not a linear expert whose "
+        "sufficient statistics mixexp keeps. Use ..., or train with fit.",
+        lambda k: k.partial(expert=k.unweighted_expert),
+    ),
+    Case(
+        "partial-fit-default-classifier-expert",
+        "partial_fit with the classifier's default expert (LogisticRegression)",
+        ValueError,
+        r"expert=None \(the default, LogisticRegression\(\)\) cannot be trained",
+        "expert=None (the default, LogisticRegression()) cannot be trained by "
+        "partial_fit: it has no partial_fit of its own, and it is not a linear "
+        "expert whose sufficient statistics mixexp keeps. Use an expert with "
+        "predict_proba and a partial_fit that takes sample_weight, such as "
+        "SGDClassifier(loss='log_loss'), MLPClassifier or GaussianNB, or train "
+        "with fit.",
+        lambda k: k.partial(expert=None),
+        ("classifier",),
+    ),
+    Case(
+        "partial-fit-expert-without-weights",
+        "partial_fit with an expert whose partial_fit takes no sample_weight",
+        ValueError,
+        r"has a partial_fit without sample_weight",
+        "expert=_UnweightedOnlineRegressor() has a partial_fit without "
+        "sample_weight, which online soft EM needs to pass the responsibilities. "
+        "Use ..., or train with fit.",
+        lambda k: k.partial(expert=_UnweightedOnlineRegressor()),
+        ("regressor",),
+    ),
+    Case(
+        "partial-fit-gate",
+        "partial_fit with a classifier as gate",
+        ValueError,
+        r"partial_fit does not support gate=DecisionTreeClassifier\(\)",
+        "partial_fit does not support gate=DecisionTreeClassifier(): only the "
+        "softmax and constant gates have an online update. Use gate='softmax' or "
+        "gate='constant', or train with fit.",
+        lambda k: k.partial(gate=DecisionTreeClassifier()),
+    ),
+    Case(
+        "partial-fit-training",
+        "partial_fit with training='hard' or 'fixed'",
+        ValueError,
+        r"partial_fit does not support training='hard'",
+        "partial_fit does not support training='hard': online EM is soft EM, "
+        "and hard EM and a fixed partition need all the rows at once. Use "
+        "training='em', or train with fit.",
+        lambda k: k.partial(training="hard"),
+    ),
+    Case(
+        "partial-fit-cv",
+        "partial_fit with cv",
+        ValueError,
+        r"partial_fit does not support cv=3",
+        "partial_fit does not support cv=3: the out-of-fold E-step refits every "
+        "expert once per fold, on rows a stream does not keep. Use cv=None, or "
+        "train with fit.",
+        lambda k: k.partial(cv=3),
+    ),
+    Case(
+        "partial-fit-capacity",
+        "partial_fit with capacity_factor",
+        ValueError,
+        r"partial_fit does not support capacity_factor=1\.5",
+        "partial_fit does not support capacity_factor=1.5: an expert's capacity "
+        "is a share of all the rows of an M-step, which a stream does not have. "
+        "Use capacity_factor=None, or train with fit.",
+        lambda k: k.partial(capacity_factor=1.5),
+    ),
+    Case(
+        "partial-fit-min-expert-load",
+        "partial_fit with min_expert_load",
+        ValueError,
+        r"partial_fit does not support min_expert_load=0\.1",
+        "partial_fit does not support min_expert_load=0.1: re-seeding an expert "
+        "needs the rows the mixture explains worst, which a stream does not "
+        "keep. Use min_expert_load=None, or train with fit.",
+        lambda k: k.partial(min_expert_load=0.1),
+    ),
+    Case(
+        "partial-fit-n-features",
+        "another number of features on a later call of partial_fit",
+        ValueError,
+        r"X has 2 features, but \S+ is expecting 3 features as input",
+        "X has 2 features, but MixtureOfExperts... is expecting 3 features as input.",
+        lambda k: k.partial().partial_fit(k.X[:, :2], k.y),
+    ),
+    Case(
+        "partial-fit-outputs",
+        "another number of outputs on a later call of partial_fit",
+        ValueError,
+        r"y has 2 outputs, but \w+ was fitted with 1",
+        "y has 2 outputs, but MixtureOfExpertsRegressor was fitted with 1.",
+        lambda k: k.partial().partial_fit(k.X, np.column_stack([k.y, k.y])),
+        ("regressor",),
+    ),
+    Case(
+        "partial-fit-2d-y",
+        "a 2-D target on a later call of the classifier's partial_fit",
+        ValueError,
+        r"y should be a 1d array",
+        "y should be a 1d array, got an array of shape (40, 2) instead.",
+        lambda k: k.partial().partial_fit(k.X, np.column_stack([k.y, k.y])),
+        ("classifier",),
+    ),
+    Case(
+        "partial-fit-n-experts-changed",
+        "n_experts changed between calls of partial_fit",
+        ValueError,
+        r"partial_fit continues the fitted model, which has 2 experts",
+        "partial_fit continues the fitted model, which has 2 experts, but the "
+        "parameters now give 3. Call fit, or partial_fit on a fresh clone.",
+        lambda k: k.partial().set_params(n_experts=3).partial_fit(k.X, k.y),
+    ),
+    Case(
+        "partial-fit-learning-decay",
+        "learning_decay outside [0, 1]",
+        InvalidParameterError,
+        r"'learning_decay' parameter .* Got 1\.5",
+        "The 'learning_decay' parameter of ... must be a float in the range "
+        "[0.0, 1.0]. Got 1.5 instead.",
+        lambda k: k.partial(learning_decay=1.5),
+    ),
     # --- likelihood families and gate covariates ---------------------------
     Case(
         "likelihood-poisson-negative-y",
@@ -824,6 +1028,20 @@ CASES = [
         "k-means, one chunk at a time) or 'random'.",
         lambda k: k.fit(X=_dask(k.X), y=_dask(k.y), partition="gmm"),
         ("regressor",),
+    ),
+    Case(
+        "dask-partial-fit",
+        "a dask array passed to partial_fit",
+        TypeError,
+        r"partial_fit takes one batch of rows in memory; X is a dask collection",
+        "partial_fit takes one batch of rows in memory; X is a dask collection. "
+        "Fit a dask array over its chunks with fit(X, y), or feed its chunks to "
+        "partial_fit one at a time with dask_ml.wrappers.Incremental.",
+        lambda k: k.make(n_experts=2).partial_fit(
+            _dask(k.X),
+            k.y,
+            **({"classes": np.unique(k.y)} if k.kind == "classifier" else {}),
+        ),
     ),
     Case(
         "dask-mixed-steps",
