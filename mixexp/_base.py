@@ -241,9 +241,12 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
         ----------
         X : array-like of shape (n_samples, n_features)
             Training inputs. A pandas DataFrame keeps its column names, which
-            `feature_groups` may then use.
+            `feature_groups` may then use. A dask array chunked along its
+            rows is never gathered: EM runs over its chunks, on the active
+            dask scheduler, for the experts whose M-step is a sum over rows
+            (see the user guide's "Beyond memory").
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
+            Targets (a dask array of X's row chunks, with a dask X).
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative row weights. They multiply the responsibilities in
             every expert's and the gate's fit, and weight the log-likelihood.

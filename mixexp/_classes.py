@@ -507,6 +507,22 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
     >>> np.round(sorted(coefs), 1)  # intercepts and slopes (0.5, 0.6), (2, -0.4)
     array([[ 0.5,  0.6],
            [ 1.9, -0.4]])
+
+    Data that do not fit in memory: on dask arrays chunked along rows, EM
+    runs over the chunks (here from the same random start as in memory,
+    which it then follows to the same model).
+
+    >>> import dask.array as da
+    >>> X, y = make_regimes(n_samples=600, n_regimes=3, random_state=0)
+    >>> params = dict(n_experts=3, partition="random", random_state=0)
+    >>> X_dask = da.from_array(X, chunks=(200, -1))
+    >>> y_dask = da.from_array(y, chunks=200)
+    >>> chunked = MixtureOfExpertsRegressor(**params).fit(X_dask, y_dask)
+    >>> in_memory = MixtureOfExpertsRegressor(**params).fit(X, y)
+    >>> bool(abs(chunked.lower_bound_ - in_memory.lower_bound_) < 1e-6)
+    True
+    >>> chunked.predict(X_dask)  # lazy, as the fit
+    dask.array<...>
     """,
     )
 
