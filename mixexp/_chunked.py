@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.cluster import MiniBatchKMeans
+from sklearn.cluster import kmeans_plusplus
 from sklearn.linear_model import LinearRegression, Ridge
 
 from mixexp import _em, _softmax
@@ -207,7 +207,7 @@ def check_chunked_settings(estimator, templates, gate):
     ):
         raise ValueError(
             f"partition={estimator.partition!r} is not supported on dask arrays; "
-            "use 'kmeans' (mini-batch k-means, one chunk at a time) or 'random'."
+            "use 'kmeans' (k-means run over the chunks) or 'random'."
         )
     return kinds[0]
 
@@ -315,7 +315,7 @@ def add_results(a, b):
         return {key: add_results(a[key], b[key]) for key in a}
     if isinstance(a, tuple | list):
         return type(a)(add_results(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, Moments):
+    if isinstance(a, Moments | Rows):
         return a.merge(b)
     if a is None:
         return None
@@ -341,7 +341,7 @@ def _data_summary(X, y, w, index, classes, gate_columns):
         "not_positive_y": int(np.count_nonzero(y <= 0)),
         "gate": _column_moments(gate_X, w),
         "y": _column_moments(y, w),
-        "X": _column_moments(X, np.ones(X.shape[0])),
+        "X": _column_moments(X, w),
     }
 
 
@@ -370,16 +370,15 @@ class RandomStart:
 
 @dataclass
 class ClusterStart:
-    """A clustering's labels, one-hot and softened."""
+    """k-means clusters (of the standardised rows), one-hot and softened."""
 
-    clusterer: object
+    centres: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
-    n_experts: int
 
     def responsibilities(self, X, y, index):
-        labels = self.clusterer.predict((X - self.mean) / self.scale)
-        resp = np.zeros((X.shape[0], self.n_experts))
+        labels = _nearest(self.centres, (X - self.mean) / self.scale)
+        resp = np.zeros((X.shape[0], self.centres.shape[0]))
         resp[np.arange(X.shape[0]), labels] = 1.0
         return np.asfortranarray(_em.soften(resp)), None
 
@@ -420,27 +419,91 @@ def random_start(sizes, n_experts, rng):
 
 
 def cluster_start(data, summary, n_experts, rng):
-    """`ClusterStart` from mini-batch k-means fed one block at a time."""
-    import dask
+    """`ClusterStart` from k-means run over the chunks.
 
+    Seeded by k-means++ on a sample of rows drawn from every chunk (a few
+    hundred per cluster: the only rows that reach the client), then Lloyd's
+    iterations, each a pass: every chunk sends the weighted sums of its
+    rows per nearest centre.
+    """
     moments = summary["X"]
     mean = moments.mean
     scale = np.sqrt(np.diagonal(moments.scatter) / moments.total)
-    scale[~(scale > 0)] = 1.0
+    scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
     seed = rng.randint(np.iinfo(np.int32).max)
-    clusterer = MiniBatchKMeans(n_clusters=n_experts, n_init=1, random_state=seed)
-    for X, _, _ in data.blocks:
-        block = (np.asarray(dask.compute(X)[0], dtype=np.float64) - mean) / scale
-        if not hasattr(clusterer, "cluster_centers_") and block.shape[0] < n_experts:
-            continue  # k-means' first batch needs a row per cluster
-        with single_threaded_blas:
-            clusterer.partial_fit(block)
-    if not hasattr(clusterer, "cluster_centers_"):
-        raise ValueError(
-            f"Every chunk of X holds fewer rows than n_experts={n_experts}; "
-            "rechunk X into larger row chunks for partition='kmeans'."
+    share = min(1.0, _KMEANS_SAMPLE_PER_CLUSTER * n_experts / data.n_samples)
+    sample = data.map_reduce(_block_sample, mean, scale, share, seed)
+    if sample.rows.shape[0] < n_experts:
+        sample = Rows(
+            *(
+                np.resize(part, (n_experts, *part.shape[1:]))
+                for part in (sample.rows, sample.weights)
+            )
         )
-    return ClusterStart(clusterer, mean, scale, n_experts)
+    with single_threaded_blas:
+        centres, _ = kmeans_plusplus(
+            sample.rows,
+            n_experts,
+            sample_weight=sample.weights,
+            random_state=seed,
+        )
+    for _ in range(_KMEANS_MAX_PASSES):
+        sums, counts = data.map_reduce(_block_cluster_sums, mean, scale, centres)
+        moved = np.where(
+            counts[:, np.newaxis] > 0,
+            sums / np.maximum(counts, 1e-300)[:, np.newaxis],
+            centres,
+        )
+        shift = np.sum((moved - centres) ** 2)
+        centres = moved
+        if shift <= _KMEANS_TOL * n_experts:
+            break
+    return ClusterStart(centres, mean, scale)
+
+
+# k-means over chunks: rows sampled per cluster to seed it, its passes at
+# most, and the total squared shift of the (standardised) centres per
+# cluster below which it stops.
+_KMEANS_SAMPLE_PER_CLUSTER = 300
+_KMEANS_MAX_PASSES = 20
+_KMEANS_TOL = 1e-6
+
+
+@dataclass
+class Rows:
+    """Rows gathered from blocks (a sample), merged by stacking."""
+
+    rows: np.ndarray
+    weights: np.ndarray
+
+    def merge(self, other):
+        return Rows(
+            np.vstack([self.rows, other.rows]),
+            np.concatenate([self.weights, other.weights]),
+        )
+
+
+def _block_sample(X, y, w, index, classes, mean, scale, share, seed):
+    rng = np.random.RandomState((seed + index) % (2**32))
+    picked = np.flatnonzero((rng.rand(X.shape[0]) < share) & (w > 0))
+    return Rows((X[picked] - mean) / scale, w[picked])
+
+
+def _nearest(centres, Z):
+    distances = (
+        np.einsum("ij,ij->i", Z, Z)[:, np.newaxis]
+        - 2.0 * Z @ centres.T
+        + np.einsum("ij,ij->i", centres, centres)
+    )
+    return np.argmin(distances, axis=1)
+
+
+def _block_cluster_sums(X, y, w, index, classes, mean, scale, centres):
+    Z = (X - mean) / scale
+    labels = _nearest(centres, Z)
+    onehot = np.zeros((centres.shape[0], X.shape[0]))
+    onehot[labels, np.arange(X.shape[0])] = w
+    return onehot @ Z, onehot.sum(axis=1)
 
 
 # ----------------------------------------------------------------------

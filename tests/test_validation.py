@@ -1024,8 +1024,8 @@ CASES = [
         "a partition other than k-means or random, on dask arrays",
         ValueError,
         r"partition='gmm' is not supported on dask arrays",
-        "partition='gmm' is not supported on dask arrays; use 'kmeans' (mini-batch "
-        "k-means, one chunk at a time) or 'random'.",
+        "partition='gmm' is not supported on dask arrays; use 'kmeans' (k-means "
+        "run over the chunks) or 'random'.",
         lambda k: k.fit(X=_dask(k.X), y=_dask(k.y), partition="gmm"),
         ("regressor",),
     ),
