@@ -290,6 +290,24 @@ _PARTIAL_FIT_NOTES = """
         calls.
 """
 
+# The end of both partial_fit docstrings' parameters, their Returns and Notes.
+_PARTIAL_FIT_TAIL = (
+    """sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights within the batch (each batch enters
+            the running statistics with the step size of its call, whatever
+            its size); their sum counts towards the weight seen, against
+            which penalties are set.
+
+        Returns
+        -------
+        self : object
+            The updated mixture.
+
+        Notes
+        -----"""
+    + _PARTIAL_FIT_NOTES
+)
+
 _REFERENCES = """
     .. [1] R. A. Jacobs, M. I. Jordan, S. J. Nowlan and G. E. Hinton,
        "Adaptive mixtures of local experts", Neural Computation 3(1), 1991.
@@ -652,19 +670,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
             The batch's inputs, with the features of the first call.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Its targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative row weights within the batch (each batch enters
-            the running statistics with the step size of its call, whatever
-            its size); their sum counts towards the weight seen, against
-            which penalties are set.
-
-        Returns
-        -------
-        self : object
-            The updated mixture.
-
-        Notes
-        -----{notes}
+        {weight_and_notes}
         Examples
         --------
         >>> import numpy as np
@@ -681,7 +687,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, _BaseMixtureOfExperts):
         """
         return self._partial_fit(X, y, sample_weight, classes=None)
 
-    partial_fit.__doc__ = partial_fit.__doc__.format(notes=_PARTIAL_FIT_NOTES)
+    partial_fit.__doc__ = partial_fit.__doc__.format(weight_and_notes=_PARTIAL_FIT_TAIL)
 
     def predict(self, X, return_std=False):
         """Pooled prediction of the experts.
@@ -929,19 +935,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
             (unless the mixture was fitted by `fit`, whose labels it then
             keeps), as in :meth:`sklearn.linear_model.SGDClassifier.partial_fit`;
             later calls may omit it or must give the same labels.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative row weights within the batch (each batch enters
-            the running statistics with the step size of its call, whatever
-            its size); their sum counts towards the weight seen, against
-            which penalties are set.
-
-        Returns
-        -------
-        self : object
-            The updated mixture.
-
-        Notes
-        -----{notes}
+        {weight_and_notes}
         Examples
         --------
         >>> import numpy as np
@@ -963,7 +957,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, _BaseMixtureOfExperts):
             X, y, sample_weight, classes=self._partial_fit_classes(classes)
         )
 
-    partial_fit.__doc__ = partial_fit.__doc__.format(notes=_PARTIAL_FIT_NOTES)
+    partial_fit.__doc__ = partial_fit.__doc__.format(weight_and_notes=_PARTIAL_FIT_TAIL)
 
     def _partial_fit_classes(self, classes):
         """The classes a first call learns; None when they are known.
