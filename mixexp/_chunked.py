@@ -10,17 +10,23 @@ reduced pairwise:
   from which LinearRegression and Ridge experts are solved exactly, and the
   Gaussian family's noise scale follows (the residual scatter of a linear
   expert is a quadratic form in the same moments);
+- generalised linear experts (Poisson, Gamma, logistic), which cannot be
+  refitted on all their rows at once: the gradient and Hessian of their
+  objectives, for one Newton step each per iteration, checked in one more
+  pass (``_glm_steps.py``; a generalised M-step);
 - the softmax gate's loss, gradient and Hessian: the gate takes the very
   Newton steps it takes in memory (``gating._SoftmaxFit``), each evaluation
   a pass, so a line search's trial costs a pass and a fresh Hessian one
-  more. The constant gate needs only the responsibilities' sums.
+  more. The constant gate needs only the responsibilities' sums;
+- the initial partition: replayed random draws, or k-means run over the
+  chunks.
 
 Nothing of size n x K outlives a task: a chunk recomputes its
 responsibilities from the model that produced them (`Model`) or from the
 initial partition (`RandomStart`, `ClusterStart`) whenever a pass needs
 them. The moments of blocks are merged by the pairwise update of Chan,
-Golub and LeVeque (1979), as ``_linear.py`` merges its blocks, so the
-result equals the in-memory fit up to rounding.
+Golub and LeVeque (1979), as ``_linear.py`` merges its blocks, so with
+least-squares experts the result equals the in-memory fit up to rounding.
 """
 
 from dataclasses import dataclass
