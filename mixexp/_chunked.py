@@ -247,12 +247,16 @@ class ChunkedRows:
         weights = (
             [None] * len(self.sizes)
             if sample_weight is None
-            else list(sample_weight.to_delayed().ravel())
+            else list(sample_weight.to_delayed(optimize_graph=False).ravel())
         )
         self.blocks = list(
             zip(
-                X.to_delayed().ravel(),
-                y.to_delayed().ravel(),
+                # Unoptimised, each keeps its own keys: the tasks of a y
+                # computed from X then share X's chunks instead of fusing
+                # their own copy of X's generation (which doubled the work
+                # of every pass, benchmarks/out_of_core.py).
+                X.to_delayed(optimize_graph=False).ravel(),
+                y.to_delayed(optimize_graph=False).ravel(),
                 weights,
                 strict=True,
             )
@@ -339,15 +343,17 @@ def _data_summary(X, y, w, index, classes, gate_columns):
     """Checks and column moments of a block: the fit's first pass."""
     y = np.reshape(y, (X.shape[0], -1)).astype(np.float64)
     finite = bool(np.isfinite(X).all() and np.isfinite(y).all())
-    gate_X = X if gate_columns is None else X[:, gate_columns]
+    columns = _column_moments(X, w)
     return {
         "not_finite": 0 if finite else 1,
         "negative_weights": int(np.count_nonzero(~(w >= 0))),
         "negative_y": int(np.count_nonzero(y < 0)),
         "not_positive_y": int(np.count_nonzero(y <= 0)),
-        "gate": _column_moments(gate_X, w),
+        "gate": columns
+        if gate_columns is None
+        else _column_moments(X[:, gate_columns], w),
         "y": _column_moments(y, w),
-        "X": _column_moments(X, w),
+        "X": columns,
     }
 
 
@@ -537,8 +543,6 @@ class Targets:
     newton: list = None
     log_likelihood: float = None
     gate_start: tuple = None
-    dispatched: np.ndarray = None
-    gate_mean: np.ndarray = None
 
 
 def _block_targets(X, y, w, index, classes, source, experts_at, gate_at):
@@ -552,8 +556,6 @@ def _block_targets(X, y, w, index, classes, source, experts_at, gate_at):
         "target_sums": None,
         "newton": None,
         "gate_start": None,
-        "dispatched": None,
-        "gate_mean": None,
     }
     kind, state = experts_at
     if kind == "moments":
@@ -584,12 +586,6 @@ def _block_targets(X, y, w, index, classes, source, experts_at, gate_at):
             w / total_weight,
             0.0,
         )
-    if isinstance(source, Model):  # the load balance of the fitted gate
-        proba = np.exp(source.log_gate(X))
-        result["dispatched"] = np.bincount(
-            np.argmax(proba, axis=1), minlength=n_experts
-        ).astype(float)
-        result["gate_mean"] = proba.sum(axis=0)
     return result
 
 
@@ -882,11 +878,24 @@ def chunked_run(setup, gate_template, seed):
         converged=converged,
         expert_load=mstep_load / total,
         n_reseeds=np.zeros(n_experts, dtype=int),
-        load_balance=n_experts
-        * float(
-            (targets.dispatched / data.n_samples) @ (targets.gate_mean / data.n_samples)
-        ),
+        load_balance=_load_balance(data, model),
     )
+
+
+def _load_balance(data, model):
+    """`routing.load_balance` of the fitted gate on the training rows: a
+    pass of the gate alone, once the fit has ended."""
+    dispatched, gate_sum = data.map_reduce(_block_gate_usage, model)
+    n_experts = gate_sum.shape[0]
+    return n_experts * float(
+        (dispatched / data.n_samples) @ (gate_sum / data.n_samples)
+    )
+
+
+def _block_gate_usage(X, y, w, index, classes, model):
+    proba = np.exp(model.log_gate(X))
+    dispatched = np.bincount(np.argmax(proba, axis=1), minlength=proba.shape[1])
+    return dispatched.astype(float), proba.sum(axis=0)
 
 
 @dataclass
