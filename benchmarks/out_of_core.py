@@ -98,6 +98,10 @@ PASS_NAMES = {
     "_block_targets": "E-step + experts' moments (+ gate loss at start)",
     "_block_gate_loss": "gate loss and gradient (E-step inside)",
     "_block_gate_hessian": "gate Hessian",
+    "_block_gate_usage": "gate usage (load balance), once at the end",
+    "_block_newton_trials": "generalised linear experts' step check",
+    "_block_sample": "k-means: sample rows to seed it",
+    "_block_cluster_sums": "k-means: one Lloyd iteration",
 }
 
 
@@ -353,7 +357,7 @@ def traced_peak(func):
     return peak - before
 
 
-def _read_block(X, y, w, index):
+def _read_block(X, y, w, index, classes):
     """A pass that only produces the chunks (and reads every value)."""
     return float(X.sum() + y.sum())
 
@@ -388,7 +392,7 @@ def pass_breakdown(fit, X, y, workers, data, counted):
     X0, y0 = local_compute(X.blocks[0], y.blocks[0])
     w0 = None
     produce = _chunk_seconds(
-        lambda: _read_block(*local_compute(X.blocks[0], y.blocks[0]), None, 0)
+        lambda: _read_block(*local_compute(X.blocks[0], y.blocks[0]), None, 0, None)
     )
     rows = []
     kinds = []
@@ -403,7 +407,7 @@ def pass_breakdown(fit, X, y, workers, data, counted):
         wall = float(np.mean([p[3] - p[2] for p in passes]))
         made = float(np.mean([p[4] for p in passes])) if counted else "-"
         compute = _chunk_seconds(
-            lambda f=function, a=args: chunked._run_block(f, X0, y0, w0, 0, *a)
+            lambda f=function, a=args: chunked._run_block(f, X0, y0, w0, 0, None, *a)
         )
         ideal = (produce + compute) * n_chunks / workers
         rows.append(
