@@ -15,6 +15,7 @@ scripts put their own folder on ``sys.path``), so they run as
 """
 
 import datetime
+import gc
 import os
 import platform
 import re
@@ -22,6 +23,7 @@ import shlex
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -411,3 +413,17 @@ def flexmix_rule_iteration(history, n_samples, tolerance):
         if abs(total[t] - total[t - 1]) / (abs(total[t]) + 0.1) < tolerance:
             return t + 1
     return None
+
+
+def traced_peak(func):
+    """Peak bytes traced (tracemalloc) while ``func()`` runs, above the start."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        func()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before

@@ -61,7 +61,6 @@ import sys
 import tempfile
 import threading
 import time
-import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -70,7 +69,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dask
 import dask.array as da
 import numpy as np
-from _common import LoadMeter, fmt, markdown_table, print_machine, write_section
+from _common import (
+    LoadMeter,
+    fmt,
+    markdown_table,
+    print_machine,
+    traced_peak,
+    write_section,
+)
 from dask.array.core import normalize_chunks
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression
@@ -341,20 +347,6 @@ def timed_fit(X, y, iters, n_experts):
         "passes": log.passes,
         "stamps": [start, *times],
     }
-
-
-def traced_peak(func):
-    """Peak bytes traced (tracemalloc) while ``func()`` runs, above the start."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        func()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak - before
 
 
 def _read_block(X, y, w, index, classes):

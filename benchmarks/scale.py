@@ -82,7 +82,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -96,6 +95,7 @@ from _common import (
     markdown_table,
     median_time,
     print_machine,
+    traced_peak,
     write_section,
 )
 from sklearn.cluster import KMeans
@@ -203,20 +203,6 @@ def fit_quietly(model, X, y):
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)  # e.g. collapsed experts
         return model.fit(X, y)
-
-
-def traced_peak(func):
-    """Peak bytes allocated (tracemalloc) while ``func()`` runs, above the start."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        func()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak - before
 
 
 def _timed(func):

@@ -124,17 +124,13 @@ def check_chunked_data(X, y, sample_weight):
             continue
         if not is_dask_collection(value):
             value = np.asarray(value)
-            if value.ndim not in ndims or value.shape[0] != X.shape[0]:
-                raise ValueError(
-                    f"{name} must have one entry per row of X ({X.shape[0]}); got "
-                    f"shape {value.shape}."
-                )
-            value = da.from_array(value, chunks=(rows, *value.shape[1:]))
         if value.ndim not in ndims or value.shape[0] != X.shape[0]:
             raise ValueError(
                 f"{name} must have one entry per row of X ({X.shape[0]}); got "
                 f"shape {value.shape}."
             )
+        if not is_dask_collection(value):
+            value = da.from_array(value, chunks=(rows, *value.shape[1:]))
         if value.chunks[0] != rows:
             raise ValueError(
                 f"{name}'s row chunks differ from X's: every chunk of X needs the "

@@ -35,6 +35,7 @@ from sklearn.linear_model import (
 )
 
 from mixexp import _softmax
+from mixexp._linear import _shallow_copy
 
 # Lengths of the step tried, longest first, in the pass that checks them.
 STEP_LENGTHS = (1.0, 0.5, 0.25, 0.125, 0.0625)
@@ -223,7 +224,7 @@ class NewtonExpert:
         """The Newton direction of F (to subtract), and F's slope along it."""
         grad = grad / total
         hessian = hessian / total
-        penalised = self._penalised_mask(theta.size)
+        penalised = ~self._intercept_mask(theta.size)
         grad = grad + self.lam * np.where(penalised, theta, 0.0)
         hessian = hessian + np.diag(self.lam * penalised)
         if not self.fit_intercept:  # the intercept stays at zero
@@ -232,9 +233,6 @@ class NewtonExpert:
         values, vectors = _softmax.pseudo_inverse_factors(hessian)
         step = vectors @ ((vectors.T @ grad) / values)
         return step, float(grad @ step)
-
-    def _penalised_mask(self, size):
-        return ~self._intercept_mask(size)
 
     def _intercept_mask(self, size):
         mask = np.zeros(size, dtype=bool)
@@ -252,8 +250,6 @@ class NewtonExpert:
 
     def fitted(self, template, theta, n_features, classes=None):
         """A fitted copy of `template` with these parameters."""
-        from mixexp._linear import _shallow_copy
-
         estimator = _shallow_copy(template)
         estimator.n_features_in_ = n_features
         if self.kind == "logistic":
