@@ -305,9 +305,12 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
 
         rng = check_random_state(self.random_state)
         if warm:
-            run = EMRun(experts=self.experts_, scale=self._scale)
             # Responsibilities of the previous model on the new data.
-            resp = self._posterior(context.X, context.X_parts, context.y)[0]
+            run = EMRun(
+                experts=self.experts_,
+                scale=self._scale,
+                start=self._posterior(context.X, context.X_parts, context.y)[0],
+            )
             run.gate = gate_template._em_start(
                 context.X_gate,
                 sample_weight,
@@ -318,7 +321,7 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
                 if self._gate_checkpoint is None
                 else self._gate_checkpoint,
             )
-            best = run_em(context, run, resp, rng)
+            best = run_em(context, run, rng)
         else:
             # One seed per initialisation, drawn up front, so that the runs
             # can go in parallel and give the same result as in sequence.
@@ -499,15 +502,13 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
 
     def _store(self, best, context, y_ndim):
         """Keep the winning run as the fitted model."""
-        sample_weight = context.sample_weight
-        dropped = best.mstep.sum(axis=1) == 0
         self._keep(
             best,
             context.likelihood,
             len(context.templates),
             y_ndim,
-            expert_load=_em.expert_shares(best.mstep, sample_weight),
-            dropped_fraction=sample_weight[dropped].sum() / sample_weight.sum(),
+            expert_load=best.expert_load,
+            dropped_fraction=best.dropped_fraction,
             balance=load_balance(np.exp(best.gate._predict_log_proba(context.X_gate))),
         )
 

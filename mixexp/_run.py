@@ -82,7 +82,12 @@ class EMRun:
     gate: object = None  # the gate's fit in progress; a fitted gate when done
     checkpoint: object = None  # of the gate's fit (see gating's protocol)
     scale: object = None  # the likelihood family's scales
-    mstep: np.ndarray = None
+    # What the experts' last M-step weights were, summed: each expert's
+    # share of the row weight, and the share of rows no expert took (a
+    # capacity's). The weights themselves are not kept: (n, K) each.
+    expert_load: np.ndarray = None
+    dropped_fraction: float = 0.0
+    start: np.ndarray = None  # responsibilities to start from; run_em takes them
     history: list = field(default_factory=list)
     n_iter: int = 0
     converged: bool = False
@@ -120,22 +125,34 @@ def _single_run(context, gate_template, init, seed):
         random_state=rng,
         fit_params=context.routed["gate"],
     )
-    return run_em(context, EMRun(gate=gate), resp, rng)
+    run = EMRun(gate=gate, start=resp)
+    del resp  # run_em frees it once the first M-step has used it
+    return run_em(context, run, rng)
 
 
-def run_em(context, run, resp, rng):
-    """Alternate M- and E-steps from the responsibilities `resp`."""
+def run_em(context, run, rng):
+    """Alternate M- and E-steps from the responsibilities ``run.start``.
+
+    At most one set of (n, K) responsibilities is held at a time (two under
+    hard EM and out-of-fold E-steps, which compare an iteration's with the
+    last): the gate's M-step runs first, and each iteration's weights are
+    freed once the experts and their scales are fitted on them, before the
+    E-step makes the next.
+    """
     n_experts = len(context.templates)
     seeds = rng.randint(MAX_SEED, size=n_experts)
     w = context.sample_weight
     hard = context.training == "hard"
     one_expert_per_row = context.training != "em"  # hard EM, and "fixed"
     run.n_reseeds = np.zeros(n_experts, dtype=int)
-    posterior = _reseed_starving(context, run, resp, None)
-    del resp
-    targets, mstep = _training_weights(
-        posterior, one_expert_per_row, context.capacity_factor, context.overflow
+    resp, run.start = run.start, None
+    next_weights = _training_weights(
+        _reseed_starving(context, run, resp, None),
+        one_expert_per_row,
+        context.capacity_factor,
+        context.overflow,
     )
+    del resp
     max_iter = 1 if context.training == "fixed" else context.max_iter
     # Hard EM and out-of-fold E-steps are not monotone: they may cycle or
     # dip, so the iteration with the highest objective is kept.
@@ -145,6 +162,15 @@ def run_em(context, run, resp, rng):
     previous_outputs = None  # of run.experts, when some are inexact
     start = time.perf_counter()
     for n_iter in range(1, max_iter + 1):
+        targets, mstep = next_weights  # the gate's targets, the experts' weights
+        del next_weights
+        # The gate's M-step first: it needs nothing else of this iteration,
+        # and its fit then never holds memory beside the experts' outputs.
+        with warnings.catch_warnings():
+            # A capped gate fit is a generalised EM step, not a failure.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            run.gate.improve(targets, exact=one_expert_per_row)
+        del targets
         experts = fit_experts(context, mstep, seeds, run.experts)
         if context.splits is None:
             outputs = context.outputs_of(experts, context.X_parts)
@@ -160,10 +186,10 @@ def run_em(context, run, resp, rng):
         with single_threaded_blas:
             scale = family.fit_scale(context.y, outputs, mstep, w, priors)
         expert_penalty = family.penalty(priors, scale)
-        with warnings.catch_warnings():
-            # A capped gate fit is a generalised EM step, not a failure.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            run.gate.improve(targets, exact=one_expert_per_row)
+        load = _em.expert_shares(mstep, w), _dropped_fraction(context, mstep, w)
+        # Only hard EM and out-of-fold E-steps look at these weights again.
+        fitted_on = mstep if keep_best else None
+        del mstep
         with single_threaded_blas:
             log_lik = family.log_likelihood(context.y, outputs, scale)
         del outputs  # n x K x outputs: free before the E-step allocates
@@ -176,7 +202,8 @@ def run_em(context, run, resp, rng):
 
         previous = run.history[-1] if run.history else None
         run.history.append(objective)
-        run.experts, run.scale, run.n_iter, run.mstep = experts, scale, n_iter, mstep
+        run.experts, run.scale, run.n_iter = experts, scale, n_iter
+        run.expert_load, run.dropped_fraction = load
         if context.verbose >= 2:
             change = np.nan if previous is None else objective - previous
             lapse = time.perf_counter() - start
@@ -187,18 +214,22 @@ def run_em(context, run, resp, rng):
         if context.training == "fixed":
             run.converged = True
             break
-        wasted = keep_best and abandons_an_expert(resp, mstep, w)
-        posterior = _reseed_starving(context, run, resp, log_prob)
-        next_targets, next_mstep = _training_weights(
-            posterior, one_expert_per_row, context.capacity_factor, context.overflow
+        wasted = keep_best and abandons_an_expert(resp, fitted_on, w)
+        next_weights = _training_weights(
+            _reseed_starving(context, run, resp, log_prob),
+            one_expert_per_row,
+            context.capacity_factor,
+            context.overflow,
         )
+        del resp
         if keep_best and not wasted and (best is None or objective > best.lower_bound):
             best = EMRun(
                 experts=experts,
                 gate=run.gate.fitted(),
                 checkpoint=_checkpoint(run.gate, context),
                 scale=scale,
-                mstep=mstep,
+                expert_load=load[0],
+                dropped_fraction=load[1],
                 history=list(run.history),
                 n_iter=n_iter,
             )
@@ -206,7 +237,12 @@ def run_em(context, run, resp, rng):
             run.reseeded_at != n_iter
             and (
                 objective_converged(objective, previous, context.tol)
-                or (hard and assignment_settled(next_mstep, mstep, before_last_mstep))
+                or (
+                    hard
+                    and assignment_settled(
+                        next_weights[1], fitted_on, before_last_mstep
+                    )
+                )
                 # Experts whose penalty or fit is not exact (trees, k-NN,
                 # boosting) make EM approximate: its objective may wander
                 # instead of settling, and a run stops once it stops rising.
@@ -222,13 +258,14 @@ def run_em(context, run, resp, rng):
         if run.converged:
             break
         if hard:  # only hard EM looks for a 2-cycle
-            before_last_mstep = mstep
-        targets, mstep = next_targets, next_mstep
+            before_last_mstep = fitted_on
+        del fitted_on
     run.gate, run.checkpoint = run.gate.fitted(), _checkpoint(run.gate, context)
     if best is not None and best.lower_bound > run.lower_bound:
         run.experts, run.gate, run.scale = best.experts, best.gate, best.scale
         run.checkpoint = best.checkpoint
-        run.mstep, run.n_iter, run.history = best.mstep, best.n_iter, best.history
+        run.expert_load, run.dropped_fraction = best.expert_load, best.dropped_fraction
+        run.n_iter, run.history = best.n_iter, best.history
     if context.verbose:
         state = "converged" if run.converged else "did not converge"
         lapse = time.perf_counter() - start
@@ -237,6 +274,14 @@ def run_em(context, run, resp, rng):
             f"objective {run.lower_bound:.5f}"
         )
     return run
+
+
+def _dropped_fraction(context, mstep, sample_weight):
+    """The share of the row weight no expert was fitted on (a capacity's)."""
+    if context.capacity_factor is None:
+        return 0.0
+    dropped = mstep.sum(axis=1) == 0
+    return sample_weight[dropped].sum() / sample_weight.sum()
 
 
 def _checkpoint(progress, context):

@@ -563,8 +563,16 @@ class _SoftmaxFit:
     def log_proba(self):
         evaluation = self._evaluation_at(self.params.ravel())
         if evaluation is not None:  # the last Newton step's, at these params
+            # Normalised where they are, so that the E-step allocates no
+            # (n, K) array for them: the evaluation means the same, as only
+            # scores less log_norm matter. Read-only, for the next step's
+            # evaluation will be made in this memory.
             scores, _, log_norm = evaluation
-            return (scores - log_norm).T
+            scores -= log_norm
+            log_norm[:] = 0.0
+            log_probaT = scores.view()
+            log_probaT.flags.writeable = False
+            return log_probaT.T
         with single_threaded_blas:
             return _softmax.softmax_log_probaT(
                 self.params, self.X, self.mean, self.scale
