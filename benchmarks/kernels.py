@@ -29,7 +29,10 @@ reports the ratio with the absolute times next to it:
 9. Softmax gate: exact against truncated Newton steps (``gating.py``,
    ``_TRUNCATED_NEWTON_MIN_PARAMETERS``): time per EM iteration of whole
    fits with either step forced, 84 to 672 gate parameters, and fits to
-   convergence.
+   convergence;
+10. exp of log-probabilities that underflow (``_utils.py``, ``_EXP_FLOOR``):
+    ``np.exp`` against ``exp_floored`` on arrays with a share of arguments
+    below -708.
 
 Every ratio divides the way the source calls slower by the way it calls
 faster, so above 1 agrees with the source. Times are medians of
@@ -37,10 +40,10 @@ faster, so above 1 agrees with the source. Times are medians of
 the other (so a change of the machine's load hits them alike), each timing a
 loop of enough calls to last about 0.2 s after an untimed call. Items 1-5
 and 8 run with BLAS limited to one thread, as mixexp's EM loop runs; item 9
-with BLAS and OpenMP limited to one thread.
+with BLAS and OpenMP limited to one thread; item 10 calls no BLAS.
 
 ``--items`` runs some of the items. Items 1-6 write one section of
-``RESULTS.md`` together (only when all six ran); items 8 and 9 write a
+``RESULTS.md`` together (only when all six ran); items 8, 9 and 10 write a
 section each.
 
 Run from the repository root::
@@ -80,6 +83,7 @@ import mixexp.gating
 from mixexp import MixtureOfExpertsRegressor
 from mixexp._linear import _BLOCK_BYTES, _shallow_copy, fit_linear_regressions
 from mixexp._softmax import softmax_hessian
+from mixexp._utils import exp_floored
 
 RATIO_NOTE = (
     "Ratio: the way the source calls slower over the way it calls faster "
@@ -1191,6 +1195,73 @@ def summary_table(claims):
 # Items 1-6 share the section "kernels", written when all six ran; the
 # longer items 8 and 9 write a section each. Item 7 is retired (see the
 # module docstring); its number is kept free.
+# --------------------------------------------------------------------------
+# 10. exp of underflowing arguments
+
+
+def _time_exps(logs, settings):
+    out = np.empty_like(logs)
+    return timed(
+        {
+            "slow": lambda: np.exp(logs, out=out),
+            "fast": lambda: exp_floored(logs, out=out),
+        },
+        settings,
+    )
+
+
+def claim_exp_floor(settings):
+    rng = np.random.RandomState(0)
+    shape = (16, 100_000)
+    rows, measured = [], []
+    # Log-probabilities less each row's largest: most near 0 in a soft
+    # gate, a share far below -708 in a sharp one (scores of experts far
+    # from a row).
+    for share in (0.0, 0.1, 0.5):
+        logs = rng.uniform(-30.0, 0.0, shape)
+        far = rng.rand(*shape) < share
+        logs[far] = rng.uniform(-5000.0, -708.0, far.sum())
+        times = _time_exps(logs, settings)
+        rows.append(
+            pair_row(
+                f"{share:.0%} of the arguments below -708",
+                "`np.exp(x, out=out)`",
+                "`mixexp._utils.exp_floored(x, out=out)`",
+                times,
+            )
+        )
+        measured.append(f"{share:.0%} below: {ratio(times['slow'] / times['fast'])}")
+    for value, name in ((-720.0, "subnormal"), (-1e4, "zero")):
+        logs = np.full(shape, value)
+        times = _time_exps(logs, settings)
+        rows.append(
+            pair_row(
+                f"every argument {value:g} (exp {name})",
+                "`np.exp(x, out=out)`",
+                "`mixexp._utils.exp_floored(x, out=out)`",
+                times,
+            )
+        )
+        measured.append(f"all {name}: {ratio(times['slow'] / times['fast'])}")
+    return Claim(
+        10,
+        "exp of log-probabilities that underflow",
+        "`_utils.py`",
+        "`mixexp/_utils.py` (`_EXP_FLOOR`: \"numpy's vectorised exp takes a "
+        "slow path, element by element, for arguments whose result underflows "
+        "(below about -708), three times slower where the result is zero and "
+        'fifty where it is subnormal"; "where none underflow, the extra pass '
+        '(the minimum) costs about 40%").',
+        f"exp of a C-ordered float64 ({shape[0]}, {shape[1]:,}) array into a "
+        "preallocated one: uniform on [-30, 0], with the given share of the "
+        "entries uniform on [-5000, -708] instead; then arrays of one value. "
+        "The floored exp includes its extra passes (the minimum, and the "
+        "maximum where some argument is below -707). " + RATIO_NOTE,
+        markdown_table(PAIR_HEADER, rows),
+        "np.exp / floored: " + "; ".join(measured),
+    )
+
+
 ITEMS = {
     1: claim_reductions,
     2: claim_gathers,
@@ -1200,6 +1271,7 @@ ITEMS = {
     6: claim_threads,
     8: claim_shared_normal_equations,
     9: claim_gate_steps,
+    10: claim_exp_floor,
 }
 SHARED_ITEMS = (1, 2, 3, 4, 5, 6)
 OWN_SECTIONS = {
@@ -1207,6 +1279,10 @@ OWN_SECTIONS = {
     9: (
         "kernels-truncated-newton",
         "Softmax gate: exact against truncated Newton (kernels, item 9)",
+    ),
+    10: (
+        "kernels-exp-floor",
+        "exp of underflowing log-probabilities (kernels, item 10)",
     ),
 }
 

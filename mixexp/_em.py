@@ -11,6 +11,8 @@ responsibilities.
 
 import numpy as np
 
+from mixexp._utils import exp_floored
+
 
 def posterior(log_gate, log_likelihood, overwrite=False):
     """The E-step: responsibilities and per-row log-likelihood of the mixture.
@@ -51,7 +53,7 @@ def posterior(log_gate, log_likelihood, overwrite=False):
     shift = joint.max(axis=0)
     shift[~np.isfinite(shift)] = 0.0  # a row of -inf: log_prob is -inf
     joint -= shift
-    np.exp(joint, out=joint)
+    exp_floored(joint, out=joint)
     total = joint.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         joint /= total

@@ -87,10 +87,12 @@ def _prior(expert, template, share, total_weight, family):
     name = type(expert).__name__
     if name in ("DummyRegressor", "DummyClassifier"):
         return 0.0
+    if name == "LinearRegression":
+        # Its family is Gaussian; read off its class, not its parameters,
+        # for this runs at every EM iteration (get_params is slow).
+        return None if family in FAMILIES and family != "gaussian" else 0.0
     if family in FAMILIES and family_of(template) != family:
         return None
-    if name == "LinearRegression":
-        return 0.0
     params = template.get_params(deep=False)
     if name == "Ridge":
         alpha = params["alpha"]

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 from sklearn.utils.fixes import _sparse_linalg_cg
 
-from mixexp._utils import pair_products, symmetric_from_pairs
+from mixexp._utils import exp_floored, pair_products, symmetric_from_pairs
 
 # Entries per block ((n_features + 1) * n_experts by a block of rows) when the
 # softmax gate's Hessian is summed: large enough for fast matrix products,
@@ -52,7 +52,7 @@ def softmax_scoresT(coef, X, mean, scale, zT=None, out=None):
 def softmax_log_probaT(coef, X, mean, scale):
     """Log gate probabilities at `coef` (shaped as the parameters), as (K, n)."""
     scores = softmax_scoresT(coef, X, mean, scale)
-    scores -= np.log(np.exp(scores).sum(axis=0))
+    scores -= np.log(exp_floored(scores).sum(axis=0))
     return scores
 
 
@@ -77,7 +77,7 @@ def softmax_evaluation(params, X, mean, scale, n_experts, zT=None, out=None):
     scores = softmax_scoresT(
         params.reshape(-1, n_experts), X, mean, scale, zT, scores_out
     )
-    probaT = np.exp(scores, out=proba_out)
+    probaT = exp_floored(scores, out=proba_out)
     norm = probaT.sum(axis=0)
     probaT /= norm
     return scores, probaT, np.log(norm)
@@ -159,7 +159,7 @@ def softmax_objective(
 def softmax_probaT(params, X, mean, scale, n_experts):
     """Gate probabilities at `params`, as an (n_experts, n_samples) array."""
     scores = softmax_scoresT(params.reshape(-1, n_experts), X, mean, scale)
-    np.exp(scores, out=scores)
+    exp_floored(scores, out=scores)
     scores /= scores.sum(axis=0)
     return scores
 

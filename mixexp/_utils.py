@@ -13,6 +13,31 @@ from threadpoolctl import ThreadpoolController
 MAX_SEED = np.iinfo(np.int32).max
 
 
+# Arguments of exp are floored here: numpy's vectorised exp takes a slow
+# path, element by element, for arguments whose result underflows (below
+# about -708), three times slower where the result is zero and fifty where
+# it is subnormal (benchmarks/kernels.py, item 10). Sharp gates and
+# responsibilities have many such arguments; where none underflow, the
+# extra pass (the minimum) costs about 40%. e^-707 (about 1e-307) is a
+# normal number, and as good as zero beside the ones these arrays sum to;
+# an argument of -inf (a zero probability, as a gate may give) keeps its
+# exact zero.
+_EXP_FLOOR = -707.0
+
+
+def exp_floored(x, out=None):
+    """``exp(max(x, -707))``: exp of log-probabilities, at vectorised speed.
+
+    Arguments of -inf anywhere in `x` turn the floor off: their zeros stay
+    exact. `out` (may be `x` itself) receives the result.
+    """
+    lowest = x.min(initial=0.0)
+    if lowest >= _EXP_FLOOR or lowest == -np.inf:
+        return np.exp(x, out=out)
+    floored = np.maximum(x, _EXP_FLOOR, out=out)
+    return np.exp(floored, out=floored)
+
+
 def pair_products(zT, out):
     """The products ``z_a z_b`` (a <= b) of the rows of `zT`, into `out`.
 
