@@ -32,7 +32,10 @@ reports the ratio with the absolute times next to it:
    convergence;
 10. exp of log-probabilities that underflow (``_utils.py``, ``_EXP_FLOOR``):
     ``np.exp`` against ``exp_floored`` on arrays with a share of arguments
-    below -708.
+    below -708;
+11. The exact Newton steps' Hessian over a sample of rows (``_softmax.py``,
+    ``_HESSIAN_SAMPLE_ROWS``): default fits to convergence at 100,000 rows
+    with the Hessian summed over all rows or a sample.
 
 Every ratio divides the way the source calls slower by the way it calls
 faster, so above 1 agrees with the source. Times are medians of
@@ -40,10 +43,11 @@ faster, so above 1 agrees with the source. Times are medians of
 the other (so a change of the machine's load hits them alike), each timing a
 loop of enough calls to last about 0.2 s after an untimed call. Items 1-5
 and 8 run with BLAS limited to one thread, as mixexp's EM loop runs; item 9
-with BLAS and OpenMP limited to one thread; item 10 calls no BLAS.
+with BLAS and OpenMP limited to one thread; item 10 calls no BLAS; item 11
+as item 9.
 
 ``--items`` runs some of the items. Items 1-6 write one section of
-``RESULTS.md`` together (only when all six ran); items 8, 9 and 10 write a
+``RESULTS.md`` together (only when all six ran); items 8 to 11 write a
 section each.
 
 Run from the repository root::
@@ -1262,6 +1266,100 @@ def claim_exp_floor(settings):
     )
 
 
+# --------------------------------------------------------------------------
+# 11. The exact Newton steps' Hessian over a sample of rows
+
+HESSIAN_SAMPLE_FITS = {
+    "n": 100_000,
+    "ks": (8, 16),
+    "samples": (None, 50_000, 20_000, 10_000),
+}
+
+
+def _sampled_fit(X, y, n_experts, sample_rows):
+    """A default fit with the Hessian's sample set to `sample_rows` (None: all)."""
+    saved = mixexp._softmax._HESSIAN_SAMPLE_ROWS
+    mixexp._softmax._HESSIAN_SAMPLE_ROWS = sample_rows or X.shape[0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            start = time.perf_counter()
+            model = MixtureOfExpertsRegressor(n_experts=n_experts, random_state=0)
+            model.fit(X, y)
+            return time.perf_counter() - start, model
+    finally:
+        mixexp._softmax._HESSIAN_SAMPLE_ROWS = saved
+
+
+def claim_hessian_sample(settings):
+    with settings.controller.limit(limits=1):
+        return _claim_hessian_sample(settings)
+
+
+def _claim_hessian_sample(settings):
+    n = HESSIAN_SAMPLE_FITS["n"]
+    code = mixexp._softmax._HESSIAN_SAMPLE_ROWS
+    X, y = make_surface(n)
+    _sampled_fit(*make_surface(2_000), 4, None)  # lazy imports, first-call costs
+    rows, measured = [], []
+    for n_experts in HESSIAN_SAMPLE_FITS["ks"]:
+        results = {
+            sample: _sampled_fit(X, y, n_experts, sample)
+            for sample in HESSIAN_SAMPLE_FITS["samples"]
+        }
+        full_time, full = results[None]
+        for sample, (seconds, model) in results.items():
+            rows.append(
+                [
+                    str(n_experts),
+                    "all" if sample is None else f"{sample:,}",
+                    str(model.n_iter_),
+                    "yes" if model.converged_ else "no",
+                    f"{model.lower_bound_:.5f}",
+                    f"{model.lower_bound_ - full.lower_bound_:+.1e}",
+                    f"{seconds:.1f}",
+                    ratio(full_time / seconds),
+                ]
+            )
+        seconds, model = results[code]
+        measured.append(
+            f"K = {n_experts}: {ratio(full_time / seconds)} faster, "
+            f"{model.n_iter_} against {full.n_iter_} iterations, lower_bound_ "
+            f"{model.lower_bound_ - full.lower_bound_:+.1e}"
+        )
+    return Claim(
+        11,
+        "The exact Newton steps' Hessian over a sample of rows",
+        "`_softmax.py`, `gating.py`",
+        f'`mixexp/_softmax.py` (`_HESSIAN_SAMPLE_ROWS` = {code:,}: "default fits '
+        "to convergence on 100,000 rows with 8 and 16 experts ran 1.2 and 1.4 "
+        "times faster with 20,000 rows than with all of them, in about as many "
+        'iterations, to a lower_bound_ within 1e-4 of theirs").',
+        f"one default fit, `MixtureOfExpertsRegressor(n_experts=K, "
+        f"random_state=0)`, to convergence on `make_surface({n:,})` of "
+        "`benchmarks/scale.py` (20 features; the gate takes exact Newton "
+        "steps at these K), with `mixexp._softmax._HESSIAN_SAMPLE_ROWS` set by "
+        "this script (the Hessian is summed over every (n // that)-th row; "
+        "'all': set to n); BLAS and OpenMP limited to one thread. Speed-up: "
+        "the fit time over all rows divided by this fit's time (one fit each, "
+        "so about 5% is noise).",
+        markdown_table(
+            [
+                "K",
+                "Hessian rows",
+                "iterations",
+                "converged",
+                "lower_bound_",
+                "difference to all rows",
+                "fit, s",
+                "speed-up",
+            ],
+            rows,
+        ),
+        "; ".join(measured),
+    )
+
+
 ITEMS = {
     1: claim_reductions,
     2: claim_gathers,
@@ -1272,6 +1370,7 @@ ITEMS = {
     8: claim_shared_normal_equations,
     9: claim_gate_steps,
     10: claim_exp_floor,
+    11: claim_hessian_sample,
 }
 SHARED_ITEMS = (1, 2, 3, 4, 5, 6)
 OWN_SECTIONS = {

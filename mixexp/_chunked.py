@@ -637,11 +637,20 @@ def _block_gate_loss(X, y, w, index, classes, source, flat, gate_at, gradient):
     )
 
 
-def _block_gate_hessian(X, y, w, index, classes, flat, gate_at, n_experts):
+def _block_gate_hessian(X, y, w, index, classes, flat, gate_at, n_experts, sample):
+    """The block's part of the gate's Hessian over the global sample of rows
+    (`_softmax.hessian_sample`), and the sample's weight in the block."""
     mean, scale, total_weight, gate_columns = gate_at
-    gate_X = X if gate_columns is None else X[:, gate_columns]
+    offsets, step = sample
+    rows = slice(-offsets[index] % step, None, step)
+    gate_X = (X if gate_columns is None else X[:, gate_columns])[rows]
+    weights = w[rows] / total_weight
+    if weights.size == 0:  # a block shorter than the step, between samples
+        size = (gate_X.shape[1] + 1) * n_experts
+        return np.zeros((size, size)), 0.0
     probaT = _softmax.softmax_probaT(flat, gate_X, mean, scale, n_experts)
-    return _softmax.softmax_hessian(gate_X, mean, scale, probaT, w / total_weight, 0.0)
+    hessian = _softmax.softmax_hessian(gate_X, mean, scale, probaT, weights, 0.0)
+    return hessian, weights.sum()
 
 
 # ----------------------------------------------------------------------
@@ -711,9 +720,21 @@ class ChunkedSoftmaxFit(_SoftmaxFit):
         return objective
 
     def _hessian_at(self, flat, penalty_scale):
-        self._data_hessian = self.data.map_reduce(
-            _block_gate_hessian, flat, self.gate_at, self.n_experts
+        # The rows of the in-memory fit's sample, by their global index.
+        step = _softmax.hessian_sample(self.data.n_samples).step
+        offsets = np.concatenate([[0], np.cumsum(self.data.sizes)[:-1]])
+        hessian, total = self.data.map_reduce(
+            _block_gate_hessian, flat, self.gate_at, self.n_experts, (offsets, step)
         )
+        if not total > 0:  # no weight in the sample: all rows, then
+            hessian, total = self.data.map_reduce(
+                _block_gate_hessian,
+                flat,
+                self.gate_at,
+                self.n_experts,
+                ([0] * len(offsets), 1),
+            )
+        self._data_hessian = hessian / total
         return _softmax.add_penalty(self._data_hessian, penalty_scale, self.n_experts)
 
 

@@ -16,7 +16,7 @@ until it converges (``_convergence.py``) or reaches ``max_iter``.
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -31,7 +31,7 @@ from mixexp._convergence import (
 from mixexp._mstep import fit_experts, keep_better_fits, out_of_fold_outputs
 from mixexp._penalty import expert_priors
 from mixexp._reseed import reseed, starving_experts
-from mixexp._utils import MAX_SEED, single_threaded_blas
+from mixexp._utils import MAX_SEED, runs_in_parallel, single_threaded_blas
 from mixexp.partition import initial_responsibilities
 from mixexp.routing import _training_weights
 
@@ -141,6 +141,10 @@ def run_em(context, run, rng):
     """
     n_experts = len(context.templates)
     seeds = rng.randint(MAX_SEED, size=n_experts)
+    if context.n_jobs != 1 and not runs_in_parallel(context.n_jobs):
+        # Resolved once per run, in the worker that runs it: joblib's check
+        # of its active backend costs as much as a small expert's fit.
+        context = replace(context, n_jobs=1)
     w = context.sample_weight
     hard = context.training == "hard"
     one_expert_per_row = context.training != "em"  # hard EM, and "fixed"

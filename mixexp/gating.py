@@ -840,21 +840,27 @@ class _SoftmaxFit:
         return None
 
     def _hessian_at(self, flat, penalty_scale):
-        """`softmax_hessian` at `flat`, from the remembered probabilities
-        when the last evaluation was there.
+        """`softmax_hessian` at `flat` over the rows of `hessian_sample`,
+        from the remembered probabilities when the last evaluation was there.
 
         With `reuse` the Hessian of the cross-entropy alone is kept for
         `_remembered_curvature`.
         """
+        rows = _softmax.hessian_sample(self.X.shape[0])
+        weights = self.weights[rows]
+        total = weights.sum()
+        if not total > 0:  # no weight in the sample: all rows, then
+            rows, weights, total = slice(None), self.weights, self.total
+        X = self.X[rows]
         evaluation = self._evaluation_at(flat)
         if evaluation is None:
             probaT = _softmax.softmax_probaT(
-                flat, self.X, self.mean, self.scale, self.n_experts
+                flat, X, self.mean, self.scale, self.n_experts
             )
         else:
-            probaT = evaluation[1]
+            probaT = evaluation[1][:, rows]
         data_hessian = _softmax.softmax_hessian(
-            self.X, self.mean, self.scale, probaT, self.weights / self.total, 0.0
+            X, self.mean, self.scale, probaT, weights / total, 0.0
         )
         if self.reuse:
             self._data_hessian = data_hessian

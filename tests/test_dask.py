@@ -79,6 +79,27 @@ def test_chunked_fit_equals_in_memory_fit(data, params):
     assert over_chunks.n_features_in_ == X.shape[1]
 
 
+def test_sampled_gate_hessian_takes_the_same_rows_over_chunks(data, monkeypatch):
+    # Every third row (2,000 // 600) of chunks of 450 rows: the sample's
+    # first row in a chunk moves from chunk to chunk.
+    from mixexp import _softmax
+
+    monkeypatch.setattr(_softmax, "_HESSIAN_SAMPLE_ROWS", 600)
+    X, y = data
+    params = {"n_experts": 3, "partition": "random", "random_state": 0}
+    in_memory = MixtureOfExpertsRegressor(**params).fit(X, y)
+    over_chunks = MixtureOfExpertsRegressor(**params).fit(*chunked(X, y))
+    assert over_chunks.n_iter_ == in_memory.n_iter_
+    np.testing.assert_allclose(
+        over_chunks.lower_bounds_, in_memory.lower_bounds_, rtol=0, atol=1e-6
+    )
+    assert over_chunks.gate_.alpha_ == pytest.approx(in_memory.gate_.alpha_, rel=1e-6)
+    # The sample changed the fit: the gate's penalty comes from its curvature.
+    monkeypatch.setattr(_softmax, "_HESSIAN_SAMPLE_ROWS", 20_000)
+    all_rows = MixtureOfExpertsRegressor(**params).fit(X, y)
+    assert all_rows.gate_.alpha_ != pytest.approx(in_memory.gate_.alpha_, rel=1e-6)
+
+
 def test_weights_and_several_outputs_equal_in_memory(data):
     X, y = data
     rng = np.random.RandomState(1)

@@ -295,3 +295,29 @@ def test_scores_from_the_standardised_rows_equal_the_folded_ones():
         _softmax.softmax_scoresT(coef, X, mean, scale),
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize(
+    "n_samples, step", [(100, 1), (39_999, 1), (40_000, 2), (100_000, 5)]
+)
+def test_hessian_sample_takes_every_step_th_row(n_samples, step):
+    rows = _softmax.hessian_sample(n_samples)
+    assert rows.step == step
+    assert np.arange(n_samples)[rows].size >= min(n_samples, 20_000)
+
+
+def test_sampled_hessian_is_close_to_the_hessian_of_all_rows():
+    rng = np.random.default_rng(0)
+    n_samples, n_features, n_experts = 100_000, 3, 4
+    X = rng.normal(size=(n_samples, n_features))
+    params = rng.normal(size=(n_features + 1) * n_experts)
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    probaT = _softmax.softmax_probaT(params, X, mean, scale, n_experts)
+    weights = rng.uniform(0.5, 1.5, size=n_samples)
+    full = softmax_hessian(X, mean, scale, probaT, weights / weights.sum(), 0.0)
+    rows = _softmax.hessian_sample(n_samples)
+    sampled = softmax_hessian(
+        X[rows], mean, scale, probaT[:, rows], weights[rows] / weights[rows].sum(), 0.0
+    )
+    error = np.linalg.norm(sampled - full) / np.linalg.norm(full)
+    assert error < 0.03
