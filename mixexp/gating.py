@@ -883,6 +883,18 @@ class _SoftmaxFit:
             _softmax.add_penalty(self._data_hessian, penalty_scale, self.n_experts)
         )
 
+    # ------------------------------------------------------------------
+    # Accelerated EM (see mixexp/_accelerate.py).
+
+    def move_to(self, params):
+        """Put the gate at `params` (standardised), at the current penalty.
+
+        The kept curvature and evaluation stay: the next step starts from
+        `params` with the curvature of nearby ones, as after any step.
+        """
+        self.params = params
+        self.penalty = 0.5 * self.alpha * float(np.sum(params[1:] ** 2))
+
 
 class ConstantGate(_BaseGate):
     """Mixing proportions: the same gate probabilities for every input.
