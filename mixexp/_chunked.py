@@ -53,6 +53,7 @@ from mixexp._likelihood import (
 from mixexp._linear import regressions_from_moments, weighted_moments
 from mixexp._mstep import _NEGLIGIBLE_RESPONSIBILITY
 from mixexp._penalty import expert_priors
+from mixexp._run import Acceleration, accelerable
 from mixexp._utils import MAX_SEED, single_threaded_blas
 from mixexp.gating import (
     ConstantGate,
@@ -855,6 +856,7 @@ def chunked_run(setup, gate_template, seed):
         state = _ExpertState([NewtonExpert.of(t, total, n_classes) for t in templates])
     targets = targets_of(data, source, state.at(setup.kind), gate.start_at())
     history, converged, reseeded_at = [], False, 0
+    accelerated = _acceleration(setup, gate)
     for n_iter in range(1, setup.max_iter + 1):
         mstep_load = targets.load
         experts, scale, expert_penalty = _experts_step(setup, targets, state)
@@ -871,6 +873,13 @@ def chunked_run(setup, gate_template, seed):
         targets = targets_of(data, model, state.at(setup.kind), gate.start_at())
         penalty = gate.penalty + (expert_penalty or 0.0)
         objective = (targets.log_likelihood - penalty) / total
+        if accelerated is not None and accelerated.squarem.add(
+            accelerated.point(gate, experts, scale)
+        ):
+            em_point = experts, scale, expert_penalty
+            jump = _jump(setup, gate, accelerated, em_point, state, objective)
+            if jump is not None:
+                experts, scale, model, targets, objective = jump
         previous = history[-1] if history else None
         history.append(objective)
         if setup.verbose >= 2:
@@ -897,6 +906,57 @@ def chunked_run(setup, gate_template, seed):
         n_reseeds=np.zeros(n_experts, dtype=int),
         load_balance=_load_balance(data, model),
     )
+
+
+def _acceleration(setup, gate):
+    """SQUAREM's state when the in-memory fit would be accelerated (see
+    ``_run._accelerates``; over chunks EM is soft, without ``cv`` or a
+    capacity), so that both take the same steps; else None."""
+    if not (
+        setup.kind == "moments"
+        and setup.data.y_ndim == 1
+        and accelerable(
+            setup.templates, setup.family, gate, setup.summary["gate"].mean.shape[0]
+        )
+    ):
+        return None
+    y, X = setup.summary["y"], setup.summary["X"]
+    unit = _standardisation_of(X.mean, np.diagonal(X.scatter) / float(X.total))
+    return Acceleration(
+        float(y.scatter[0, 0] / y.total),
+        [unit] * len(setup.templates),
+        setup.family.floor,
+    )
+
+
+def _jump(setup, gate, accelerated, em_point, state, em_objective):
+    """The pass at SQUAREM's jump, kept if it scores at least EM's point
+    (as ``_run._jump``): the experts, scale, model, targets and objective
+    there, or None (the gate moved back; EM's own pass stands)."""
+    experts, scale, expert_penalty = em_point
+    squarem = accelerated.squarem
+    em_params = gate.params
+    for step in squarem.steps():
+        moved_experts, moved_scale = accelerated.move(
+            squarem.point_at(step), gate, experts, scale
+        )
+        model = Model(
+            moved_experts,
+            moved_scale,
+            gate.fitted(),
+            setup.family,
+            setup.outputs_of,
+            setup.gate_columns,
+        )
+        targets = targets_of(setup.data, model, state.at(setup.kind), gate.start_at())
+        penalty = gate.penalty + (expert_penalty or 0.0)
+        objective = (targets.log_likelihood - penalty) / setup.total
+        if objective >= em_objective:
+            squarem.settle(step)
+            return moved_experts, moved_scale, model, targets, objective
+    gate.move_to(em_params)
+    squarem.settle(None)
+    return None
 
 
 def _load_balance(data, model):

@@ -49,8 +49,8 @@ from mixexp.routing import _training_weights
 # every size measured, 22 parameters and up; on make_regimes data, where
 # EM mostly settles within 10 to 30 iterations, it changed the time by
 # less than 15% either way at every size, 6 to 88 parameters. Small
-# models, the size of the examples and of the chunked fit's (whose EM, in
-# _chunked.py, is not accelerated and gives the same model), keep plain EM.
+# models, the size of the examples, keep plain EM. A fit over chunks
+# (_chunked.py) follows the same rule, and so the same steps.
 _ACCELERATE_MIN_GATE_PARAMETERS = 40
 
 
@@ -168,19 +168,16 @@ def run_em(context, run, rng):
     one_expert_per_row = context.training != "em"  # hard EM, and "fixed"
     run.n_reseeds = np.zeros(n_experts, dtype=int)
     resp, run.start = run.start, None
-    next_weights = _training_weights(
-        _reseed_starving(context, run, resp, None),
-        one_expert_per_row,
-        context.capacity_factor,
-        context.overflow,
-    )
+    next_weights = _next_weights(context, run, resp, None)
     del resp
     max_iter = 1 if context.training == "fixed" else context.max_iter
     # Hard EM and out-of-fold E-steps are not monotone: they may cycle or
     # dip, so the iteration with the highest objective is kept.
     keep_best = hard or context.splits is not None
     best = None
-    accelerated = _Accelerated(context) if _accelerates(context, run) else None
+    accelerated = None
+    if _accelerates(context, run):
+        accelerated = Acceleration.of_context(context)
     before_last_mstep = None
     previous_outputs = None  # of run.experts, when some are inexact
     start = time.perf_counter()
@@ -216,12 +213,10 @@ def run_em(context, run, rng):
         with single_threaded_blas:
             log_lik = family.log_likelihood(context.y, outputs, scale)
         del outputs  # n x K x outputs: free before the E-step allocates
-        log_gate = run.gate.log_proba()
-        with single_threaded_blas:
-            resp, log_prob = _em.posterior(log_gate, log_lik, overwrite=True)
-        del log_lik, log_gate
-        penalty = run.gate.penalty + (expert_penalty or 0.0)
-        objective = _em.mean_log_likelihood(log_prob, w) - penalty / w.sum()
+        resp, log_prob, objective = _posterior(
+            context, run.gate, log_lik, expert_penalty
+        )
+        del log_lik
         if accelerated is not None and accelerated.squarem.add(
             accelerated.point(run.gate, experts, scale)
         ):
@@ -247,12 +242,7 @@ def run_em(context, run, rng):
             run.converged = True
             break
         wasted = keep_best and abandons_an_expert(resp, fitted_on, w)
-        next_weights = _training_weights(
-            _reseed_starving(context, run, resp, log_prob),
-            one_expert_per_row,
-            context.capacity_factor,
-            context.overflow,
-        )
+        next_weights = _next_weights(context, run, resp, log_prob)
         del resp
         if accelerated is not None and run.reseeded_at == n_iter:
             # The next M-step is not EM's step from the last point.
@@ -320,45 +310,66 @@ def _accelerates(context, run):
     neither out-of-fold E-steps nor a capacity; and only with a gate of
     `_ACCELERATE_MIN_GATE_PARAMETERS` or more.
     """
-    family = context.likelihood
-    n_gate_parameters = (context.X_gate.shape[1] + 1) * len(context.templates)
     return (
-        n_gate_parameters >= _ACCELERATE_MIN_GATE_PARAMETERS
-        and context.training == "em"
+        context.training == "em"
         and context.splits is None
         and context.capacity_factor is None
-        and family.name == "gaussian"
         and context.y_fit.ndim == 1  # one target: each coef_ of shape (d,)
-        and family.covariance_type in ("diag", "spherical")
-        and hasattr(run.gate, "move_to")
-        and all(
-            is_plain_linear_regression(template) and not context.expert_params(k)
-            for k, template in enumerate(context.templates)
+        and all(not context.expert_params(k) for k in range(len(context.templates)))
+        and accelerable(
+            context.templates, context.likelihood, run.gate, context.X_gate.shape[1]
         )
     )
 
 
-class _Accelerated:
+def accelerable(templates, family, gate, n_gate_features):
+    """What a soft EM run accelerated in memory or over chunks must have: its
+    experts, family and gate (see `_accelerates`)."""
+    return (
+        (n_gate_features + 1) * len(templates) >= _ACCELERATE_MIN_GATE_PARAMETERS
+        and family.name == "gaussian"
+        and family.covariance_type in ("diag", "spherical")
+        and hasattr(gate, "move_to")
+        and all(is_plain_linear_regression(template) for template in templates)
+    )
+
+
+class Acceleration:
     """SQUAREM's state in a run, and EM's point as one vector.
 
     The point holds the gate's (standardised) parameters, each expert's
     linear function on standardised X and y, and the log-variances, so
     that the length of a jump, measured on it, does not depend on the units
     of X or y.
+
+    Parameters
+    ----------
+    y_variance : float
+        The weighted variance of y.
+    units : list of (mean, scale) pairs
+        Each expert's standardisation of its columns.
+    floor : ndarray
+        The family's smallest noise variance.
     """
 
-    def __init__(self, context):
+    def __init__(self, y_variance, units, floor):
         self.squarem = Squarem()
+        self.y_scale = float(np.sqrt(y_variance)) if y_variance > 0 else 1.0
+        self.units = units
+        self.floor = floor
+
+    @classmethod
+    def of_context(cls, context):
         w = context.sample_weight
         y = context.y[:, 0]
         variance = np.average((y - np.average(y, weights=w)) ** 2, weights=w)
-        self.y_scale = float(np.sqrt(variance)) if variance > 0 else 1.0
         units = {}
         for X in context.X_parts:
             if id(X) not in units:
                 units[id(X)] = _standardisation(X, w)
-        self.units = [units[id(X)] for X in context.X_parts]
-        self.floor = context.likelihood.floor
+        return cls(
+            variance, [units[id(X)] for X in context.X_parts], context.likelihood.floor
+        )
 
     def point(self, gate, experts, scale):
         """EM's point at `gate`, `experts` and `scale`."""
@@ -420,17 +431,33 @@ def _jump(context, gate, accelerated, experts, scale, priors, objective):
 
 def _e_step(context, gate, experts, scale, priors):
     """Responsibilities, per-row log-likelihood and objective at a point."""
-    family, w = context.likelihood, context.sample_weight
+    family = context.likelihood
     outputs = context.outputs_of(experts, context.X_parts)
     with single_threaded_blas:
         log_lik = family.log_likelihood(context.y, outputs, scale)
     del outputs
-    log_gate = gate.log_proba()
+    return _posterior(context, gate, log_lik, family.penalty(priors, scale))
+
+
+def _posterior(context, gate, log_lik, expert_penalty):
+    """The E-step from the experts' log-likelihoods (overwritten): the
+    responsibilities, per-row log-likelihood and the objective."""
+    w = context.sample_weight
     with single_threaded_blas:
-        resp, log_prob = _em.posterior(log_gate, log_lik, overwrite=True)
-    del log_lik, log_gate
-    penalty = gate.penalty + (family.penalty(priors, scale) or 0.0)
+        resp, log_prob = _em.posterior(gate.log_proba(), log_lik, overwrite=True)
+    penalty = gate.penalty + (expert_penalty or 0.0)
     return resp, log_prob, _em.mean_log_likelihood(log_prob, w) - penalty / w.sum()
+
+
+def _next_weights(context, run, resp, log_prob):
+    """The next M-step's gate targets and expert weights, from `resp` with
+    the starved experts re-seeded."""
+    return _training_weights(
+        _reseed_starving(context, run, resp, log_prob),
+        context.training != "em",
+        context.capacity_factor,
+        context.overflow,
+    )
 
 
 def _dropped_fraction(context, mstep, sample_weight):

@@ -100,6 +100,25 @@ def test_sampled_gate_hessian_takes_the_same_rows_over_chunks(data, monkeypatch)
     assert all_rows.gate_.alpha_ != pytest.approx(in_memory.gate_.alpha_, rel=1e-6)
 
 
+def test_accelerated_fit_takes_the_same_jumps_over_chunks(monkeypatch):
+    # 66 gate parameters: soft EM is accelerated (SQUAREM), in memory and
+    # over chunks alike.
+    from mixexp import _run
+
+    X, y = make_regimes(n_samples=3000, n_regimes=4, n_features=10, random_state=1)[:2]
+    params = {"n_experts": 6, "partition": "random", "random_state": 0}
+    in_memory = MixtureOfExpertsRegressor(**params).fit(X, y)
+    over_chunks = MixtureOfExpertsRegressor(**params).fit(*chunked(X, y, rows=700))
+    assert over_chunks.n_iter_ == in_memory.n_iter_
+    np.testing.assert_allclose(
+        over_chunks.lower_bounds_, in_memory.lower_bounds_, rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(over_chunks.predict(X), in_memory.predict(X), atol=1e-5)
+    monkeypatch.setattr(_run, "_ACCELERATE_MIN_GATE_PARAMETERS", 10**6)
+    plain = MixtureOfExpertsRegressor(**params).fit(*chunked(X, y, rows=700))
+    assert plain.lower_bounds_ != pytest.approx(over_chunks.lower_bounds_, abs=1e-6)
+
+
 def test_weights_and_several_outputs_equal_in_memory(data):
     X, y = data
     rng = np.random.RandomState(1)
