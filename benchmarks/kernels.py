@@ -35,7 +35,10 @@ reports the ratio with the absolute times next to it:
     below -708;
 11. The exact Newton steps' Hessian over a sample of rows (``_softmax.py``,
     ``_HESSIAN_SAMPLE_ROWS``): default fits to convergence at 100,000 rows
-    with the Hessian summed over all rows or a sample.
+    with the Hessian summed over all rows or a sample;
+12. The exact Hessian of a sharp gate (``_softmax.py``,
+    ``_NEGLIGIBLE_PROBABILITY``): ``softmax_hessian`` with tiny
+    probabilities in its products and without them.
 
 Every ratio divides the way the source calls slower by the way it calls
 faster, so above 1 agrees with the source. Times are medians of
@@ -44,10 +47,10 @@ the other (so a change of the machine's load hits them alike), each timing a
 loop of enough calls to last about 0.2 s after an untimed call. Items 1-5
 and 8 run with BLAS limited to one thread, as mixexp's EM loop runs; item 9
 with BLAS and OpenMP limited to one thread; item 10 calls no BLAS; item 11
-as item 9.
+as item 9; item 12 with BLAS limited to one thread.
 
 ``--items`` runs some of the items. Items 1-6 write one section of
-``RESULTS.md`` together (only when all six ran); items 8 to 11 write a
+``RESULTS.md`` together (only when all six ran); items 8 to 12 write a
 section each.
 
 Run from the repository root::
@@ -1360,6 +1363,71 @@ def _claim_hessian_sample(settings):
     )
 
 
+# --------------------------------------------------------------------------
+# 12. The exact Hessian of a sharp gate
+
+
+def claim_sharp_hessian(settings):
+    rng = np.random.RandomState(0)
+    n, d, n_experts = 20_000, 20, 8
+    X = rng.standard_normal((n, d))
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    params = 0.3 * rng.standard_normal((d + 1) * n_experts)
+    probaT = mixexp._softmax.softmax_probaT(params, X, mean, scale, n_experts)
+    scaled = np.full(n, 1.0 / n)
+    code = mixexp._softmax._NEGLIGIBLE_PROBABILITY
+    rows, measured = [], []
+    # A sharp gate: a share of each row's probabilities tiny (e^-705, about
+    # the floor of exp_floored), the rest as they were.
+    for share in (0.0, 0.1, 0.5):
+        sharp = probaT.copy()
+        sharp[rng.rand(*sharp.shape) < share] = np.exp(-705.0)
+
+        def hessian(floor, sharp=sharp):
+            mixexp._softmax._NEGLIGIBLE_PROBABILITY = floor
+            try:
+                return softmax_hessian(X, mean, scale, sharp, scaled, 0.0)
+            finally:
+                mixexp._softmax._NEGLIGIBLE_PROBABILITY = code
+
+        times = timed(
+            {"slow": lambda h=hessian: h(0.0), "fast": lambda h=hessian: h(code)},
+            settings,
+            {name: blas_limit(settings, 1) for name in ("slow", "fast")},
+        )
+        difference = np.max(np.abs(hessian(0.0) - hessian(code)))
+        rows.append(
+            [
+                *pair_row(
+                    f"{share:.0%} of the probabilities e^-705",
+                    "every probability in the products",
+                    f"probabilities below {code:g} as zero",
+                    times,
+                ),
+                f"{difference:.1e}",
+            ]
+        )
+        measured.append(f"{share:.0%} tiny: {ratio(times['slow'] / times['fast'])}")
+    return Claim(
+        12,
+        "The exact Hessian of a sharp gate",
+        "`_softmax.py`",
+        "`mixexp/_softmax.py` (`softmax_hessian`: \"A sharp gate's tiny "
+        "probabilities would make the products below run on subnormal "
+        'numbers, tens of times slower, for terms that count nothing").',
+        f"`mixexp._softmax.softmax_hessian` on {n:,} x {d} random normals, "
+        f"{n_experts} experts, equal row weights, with "
+        "`mixexp._softmax._NEGLIGIBLE_PROBABILITY` set by this script to 0 "
+        "(every probability enters the products) or left as in the code; the "
+        "probabilities of random gate parameters with the given share set to "
+        "e^-705 (a sharp gate's, as `exp_floored` leaves them); BLAS limited "
+        "to one thread. Last column: the largest absolute difference between "
+        "the two Hessians. " + RATIO_NOTE,
+        markdown_table([*PAIR_HEADER, "max abs difference"], rows),
+        "with / without the floor: " + "; ".join(measured),
+    )
+
+
 ITEMS = {
     1: claim_reductions,
     2: claim_gathers,
@@ -1371,6 +1439,7 @@ ITEMS = {
     9: claim_gate_steps,
     10: claim_exp_floor,
     11: claim_hessian_sample,
+    12: claim_sharp_hessian,
 }
 SHARED_ITEMS = (1, 2, 3, 4, 5, 6)
 OWN_SECTIONS = {

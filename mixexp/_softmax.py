@@ -34,11 +34,11 @@ _HESSIAN_BLOCK_SIZE = 2**18
 _HESSIAN_SAMPLE_ROWS = 20_000
 
 
-# Gate probabilities below this count as zero in the single-precision
-# products of many experts' gate steps (`block_curvature`, the
-# Hessian-vector products): their terms there would be about 1e-20 of the
-# others, and products of such numbers in float32 fall to subnormal numbers,
-# on which arithmetic runs many times slower.
+# Gate probabilities below this count as zero in the products of the gate's
+# curvature (`softmax_hessian`, `block_curvature`, the Hessian-vector
+# products): their terms there would be about 1e-20 of the others, and
+# products of such numbers fall to subnormal numbers, on which arithmetic
+# runs many times slower.
 _NEGLIGIBLE_PROBABILITY = 1e-20
 
 
@@ -236,6 +236,10 @@ def softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
         np.subtract(X[start:stop].T, mean[:, np.newaxis], out=z[1:])
         z[1:] /= scale[:, np.newaxis]
         np.multiply(probaT[:, start:stop], root[start:stop], out=weighted[:, :m])
+        # A sharp gate's tiny probabilities would make the products below
+        # run on subnormal numbers, tens of times slower, for terms that
+        # count nothing (benchmarks/kernels.py, item 12).
+        weighted[:, :m][probaT[:, start:stop] < _NEGLIGIBLE_PROBABILITY] = 0.0
         q = np.multiply(z[:, np.newaxis, :], weighted[:, :m], out=rows_q[:, :, :m])
         q = q.reshape(size, m)
         outer += q @ q.T
