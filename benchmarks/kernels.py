@@ -1335,9 +1335,10 @@ def _claim_hessian_sample(settings):
         "The exact Newton steps' Hessian over a sample of rows",
         "`_softmax.py`, `gating.py`",
         f'`mixexp/_softmax.py` (`_HESSIAN_SAMPLE_ROWS` = {code:,}: "default fits '
-        "to convergence on 100,000 rows with 8 and 16 experts ran 1.2 and 1.4 "
-        "times faster with 20,000 rows than with all of them, in about as many "
-        'iterations, to a lower_bound_ within 1e-4 of theirs").',
+        "to convergence on 100,000 rows with 8 and 16 experts ran 1.3 and 1.6 "
+        "times faster with 20,000 rows than with all of them, in as many "
+        "iterations or fewer, to a lower_bound_ within 4e-4 of theirs (the "
+        'paths differ; 10,000 rows ended higher at 16 experts)").',
         f"one default fit, `MixtureOfExpertsRegressor(n_experts=K, "
         f"random_state=0)`, to convergence on `make_surface({n:,})` of "
         "`benchmarks/scale.py` (20 features; the gate takes exact Newton "
@@ -1452,6 +1453,14 @@ OWN_SECTIONS = {
         "kernels-exp-floor",
         "exp of underflowing log-probabilities (kernels, item 10)",
     ),
+    11: (
+        "kernels-hessian-sample",
+        "The gate's Hessian over a sample of rows (kernels, item 11)",
+    ),
+    12: (
+        "kernels-sharp-hessian",
+        "The exact Hessian of a sharp gate (kernels, item 12)",
+    ),
 }
 
 
@@ -1536,7 +1545,7 @@ def main(argv=None):
             f"Run time of items 1-6 {shared_time:.0f} s. "
             + meter.text()
             + " (item 6's "
-            "spinning process counts as another process.) Items 8 and 9 have "
+            "spinning process counts as another process.) Items 8 to 12 have "
             "sections of their own.",
             "**Summary**",
             summary_table(shared),
