@@ -125,7 +125,7 @@ class Squarem:
     def add(self, point):
         """Record EM's `point`; return whether a jump is due.
 
-        None is when its step would be 1: the point is EM's.
+        Not when its step would be 1: the jump would land on EM's point.
         """
         self.points.append(point)
         if len(self.points) < 3:

@@ -168,7 +168,7 @@ def run_em(context, run, rng):
     one_expert_per_row = context.training != "em"  # hard EM, and "fixed"
     run.n_reseeds = np.zeros(n_experts, dtype=int)
     resp, run.start = run.start, None
-    next_weights = _next_weights(context, run, resp, None)
+    next_weights = _next_weights(context, run, resp, None, one_expert_per_row)
     del resp
     max_iter = 1 if context.training == "fixed" else context.max_iter
     # Hard EM and out-of-fold E-steps are not monotone: they may cycle or
@@ -200,13 +200,14 @@ def run_em(context, run, rng):
         else:
             outputs = out_of_fold_outputs(context, mstep, seeds, experts)
         family = context.likelihood
+        expert_weights = w @ mstep
         priors = expert_priors(
-            experts, context.templates, w @ mstep, w.sum(), family.name
+            experts, context.templates, expert_weights, w.sum(), family.name
         )
         with single_threaded_blas:
             scale = family.fit_scale(context.y, outputs, mstep, w, priors)
         expert_penalty = family.penalty(priors, scale)
-        load = _em.expert_shares(mstep, w), _dropped_fraction(context, mstep, w)
+        load = expert_weights / w.sum(), _dropped_fraction(context, mstep, w)
         # Only hard EM and out-of-fold E-steps look at these weights again.
         fitted_on = mstep if keep_best else None
         del mstep
@@ -242,7 +243,7 @@ def run_em(context, run, rng):
             run.converged = True
             break
         wasted = keep_best and abandons_an_expert(resp, fitted_on, w)
-        next_weights = _next_weights(context, run, resp, log_prob)
+        next_weights = _next_weights(context, run, resp, log_prob, one_expert_per_row)
         del resp
         if accelerated is not None and run.reseeded_at == n_iter:
             # The next M-step is not EM's step from the last point.
@@ -449,12 +450,12 @@ def _posterior(context, gate, log_lik, expert_penalty):
     return resp, log_prob, _em.mean_log_likelihood(log_prob, w) - penalty / w.sum()
 
 
-def _next_weights(context, run, resp, log_prob):
+def _next_weights(context, run, resp, log_prob, one_expert_per_row):
     """The next M-step's gate targets and expert weights, from `resp` with
     the starved experts re-seeded."""
     return _training_weights(
         _reseed_starving(context, run, resp, log_prob),
-        context.training != "em",
+        one_expert_per_row,
         context.capacity_factor,
         context.overflow,
     )

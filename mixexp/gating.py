@@ -414,7 +414,7 @@ class SoftmaxGate(_BaseGate):
         gate._params = params
         gate.coef_ = params[1:] / self._scale[:, np.newaxis]
         gate.intercept_ = params[0] - self._mean @ gate.coef_
-        gate.penalty_ = 0.5 * self.alpha_ * float(np.sum(params[1:] ** 2))
+        gate.penalty_ = _penalty_of(self.alpha_, params)
         return gate, state
 
 
@@ -426,6 +426,12 @@ class _SoftmaxCheckpoint:
     curvature: tuple
     curvature_penalty: float
     data_hessian: np.ndarray
+
+
+def _penalty_of(alpha, params):
+    """The softmax gate's L2 penalty at `params`: its coefficients', not its
+    intercepts'."""
+    return 0.5 * alpha * float(np.sum(params[1:] ** 2))
 
 
 def _standardisation(X, weights):
@@ -558,7 +564,7 @@ class _SoftmaxFit:
                 self._fit_penalised(targets, max_steps, self.warn)
             else:
                 self.alpha = self._fit_auto(targets, max_steps, first, self.warn)
-            self.penalty = 0.5 * self.alpha * float(np.sum(self.params[1:] ** 2))
+            self.penalty = _penalty_of(self.alpha, self.params)
 
     def log_proba(self):
         evaluation = self._evaluation_at(self.params.ravel())
@@ -707,7 +713,7 @@ class _SoftmaxFit:
                 stacklevel=5,
             )
         self.params = flat.reshape(n_features + 1, n_experts)
-        self.penalty = 0.5 * self.alpha * float(np.sum(self.params[1:] ** 2))
+        self.penalty = _penalty_of(self.alpha, self.params)
         self.n_iter = n_iter
 
     def _objective_function(self, targets, scaled, penalty_scale):
@@ -893,7 +899,7 @@ class _SoftmaxFit:
         `params` with the curvature of nearby ones, as after any step.
         """
         self.params = params
-        self.penalty = 0.5 * self.alpha * float(np.sum(params[1:] ** 2))
+        self.penalty = _penalty_of(self.alpha, params)
 
 
 class ConstantGate(_BaseGate):
