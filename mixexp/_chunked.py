@@ -687,6 +687,7 @@ class ChunkedSoftmaxFit(_SoftmaxFit):
         self.penalty = 0.0
         self.n_iter = 0
         self._curvature = self._curvature_penalty = self._data_hessian = None
+        self._data_hessian_at = None
         self._evaluated = None
         self.truncated = False
 
@@ -735,7 +736,7 @@ class ChunkedSoftmaxFit(_SoftmaxFit):
                 self.n_experts,
                 ([0] * len(offsets), 1),
             )
-        self._data_hessian = hessian / total
+        self._data_hessian, self._data_hessian_at = hessian / total, flat.copy()
         return _softmax.add_penalty(self._data_hessian, penalty_scale, self.n_experts)
 
 

@@ -526,16 +526,18 @@ def block_evidence_alpha(params, blocks, penalty_scale):
     return gamma / norm2, gamma
 
 
-def hessian_vector(direction, zT, probaT, weightedT, penalty_scale):
+def hessian_vector(direction, zT, probaT, scaled, penalty_scale):
     """The Hessian of `softmax_objective` times a direction, without the Hessian.
 
-    ``H D = sum_i z_i (s_i p_i * (u_i - p_i^T u_i))^T + c P D`` with
+    ``H D = sum_i s_i z_i (p_i * (u_i - p_i^T u_i))^T + c P D`` with
     ``u_i = D^T z_i`` the change of row i's scores along D: two matrix
     products the size of the scores, n K (d + 1) each, on the standardised
     rows `zT` (`standardised_rowsT`), and three passes over (K, rows)
-    arrays, summed over blocks of rows so that these stay in cache. The
-    products run in the precision of `zT`, `probaT` and `weightedT` (the
-    probabilities times the row weights ``s_i``): single precision in
+    arrays, summed over blocks of rows so that these stay in cache. The row
+    weights ``s_i`` (`scaled`, or one float when all rows weigh the same)
+    weigh the rows of the last product, (d + 1) wide, not the (K, rows)
+    arrays: no (K, n) array of weighted probabilities is needed. The
+    products run in the precision of `zT` and `probaT`: single precision in
     `truncated_newton_direction`, where the products only guide conjugate
     gradients.
     """
@@ -545,14 +547,21 @@ def hessian_vector(direction, zT, probaT, weightedT, penalty_scale):
     stepT = np.ascontiguousarray(step.T, dtype=zT.dtype)
     block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
     change = np.empty((n_experts, block_rows), dtype=zT.dtype)
+    alike = np.ndim(scaled) == 0
+    weighted = None if alike else np.empty((width, block_rows), dtype=zT.dtype)
     total = np.zeros((width, n_experts))
     for start in range(0, n_samples, block_rows):
         stop = min(start + block_rows, n_samples)
         z = zT[:, start:stop]
+        p = probaT[:, start:stop]
         u = np.matmul(stepT, z, out=change[:, : stop - start])
-        u -= np.einsum("ki,ki->i", probaT[:, start:stop], u)
-        u *= weightedT[:, start:stop]
+        u -= np.einsum("ki,ki->i", p, u)
+        u *= p
+        if not alike:
+            z = np.multiply(z, scaled[start:stop], out=weighted[:, : stop - start])
         total += z @ u.T
+    if alike:
+        total *= scaled
     total[1:] += penalty_scale * step[1:]
     return total.ravel()
 
@@ -579,10 +588,11 @@ def truncated_newton_direction(
     # normal number and run on subnormal numbers, many times slower, for
     # terms that count nothing.
     probaT32[probaT32 < _NEGLIGIBLE_PROBABILITY] = 0.0
-    weightedT32 = probaT32 * scaled.astype(np.float32)
+    row_weights = scaled[0] if np.all(scaled == scaled[0]) else scaled
+    row_weights = np.asarray(row_weights, dtype=np.float32)
 
     def hessian_times(direction):
-        return hessian_vector(direction, zT32, probaT32, weightedT32, penalty_scale)
+        return hessian_vector(direction, zT32, probaT32, row_weights, penalty_scale)
 
     def precondition(residual):
         return block_direction(residual, factors)

@@ -497,6 +497,8 @@ class _SoftmaxFit:
         self.penalty = 0.0
         self.n_iter = 0
         self._curvature = self._curvature_penalty = self._data_hessian = None
+        self._data_hessian_at = None  # the raveled params of _data_hessian
+        self._hessian_at_zero = None  # the data Hessian where all params are 0
         self._evaluated = None  # (raveled params, softmax_evaluation there)
         self.truncated = (X.shape[1] + 1) * n_experts > _TRUNCATED_NEWTON_MIN_PARAMETERS
         self._blocks = None  # (raveled params, block_curvature there)
@@ -560,6 +562,7 @@ class _SoftmaxFit:
                 # responsibilities).
                 self.alpha = self._fit_auto(targets, None, first=True, warn=False)
                 self.params = self._curvature = self._data_hessian = None
+                self._data_hessian_at = None
                 self._evaluated = None
                 self._fit_penalised(targets, max_steps, self.warn)
             else:
@@ -641,9 +644,17 @@ class _SoftmaxFit:
         curvature, penalty_scale = self._curvature, self._curvature_penalty
         if fresh or curvature is None or penalty_scale is None:
             penalty_scale = self.alpha / self.total
-            curvature = _softmax.pseudo_inverse_factors(
-                self._hessian_at(self.params.ravel(), penalty_scale)
-            )
+            flat = self.params.ravel()
+            if self._data_hessian_at is not None and np.array_equal(
+                self._data_hessian_at, flat
+            ):
+                # A solve that took no step since (its alpha barely moved):
+                # the Hessian there is the one kept.
+                curvature = self._remembered_curvature(penalty_scale)
+            else:
+                curvature = _softmax.pseudo_inverse_factors(
+                    self._hessian_at(flat, penalty_scale)
+                )
             if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
         if curvature[0].size == 0:
@@ -846,12 +857,23 @@ class _SoftmaxFit:
         return None
 
     def _hessian_at(self, flat, penalty_scale):
-        """`softmax_hessian` at `flat` over the rows of `hessian_sample`,
-        from the remembered probabilities when the last evaluation was there.
+        """`softmax_hessian` at `flat` (`_sampled_hessian`), plus the penalty.
 
         With `reuse` the Hessian of the cross-entropy alone is kept for
         `_remembered_curvature`.
         """
+        if flat.any():
+            data_hessian = self._sampled_hessian(flat)
+        else:  # EM's first M-step starts from zero twice (see `improve`)
+            if self._hessian_at_zero is None:
+                self._hessian_at_zero = self._sampled_hessian(flat)
+            data_hessian = self._hessian_at_zero
+        if self.reuse:
+            self._data_hessian, self._data_hessian_at = data_hessian, flat.copy()
+        return _softmax.add_penalty(data_hessian, penalty_scale, self.n_experts)
+
+    def _sampled_hessian(self, flat):
+        """The cross-entropy's Hessian at `flat` over `hessian_sample`'s rows."""
         rows = _softmax.hessian_sample(self.X.shape[0])
         weights = self.weights[rows]
         total = weights.sum()
@@ -865,12 +887,9 @@ class _SoftmaxFit:
             )
         else:
             probaT = evaluation[1][:, rows]
-        data_hessian = _softmax.softmax_hessian(
+        return _softmax.softmax_hessian(
             X, self.mean, self.scale, probaT, weights / total, 0.0
         )
-        if self.reuse:
-            self._data_hessian = data_hessian
-        return _softmax.add_penalty(data_hessian, penalty_scale, self.n_experts)
 
     def _remembered_curvature(self, penalty_scale):
         """The last Hessian's eigendecomposition, at penalty `penalty_scale`.

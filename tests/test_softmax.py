@@ -171,7 +171,7 @@ def test_hessian_vector_is_the_hessian_times_the_direction(penalty_scale):
                 direction,
                 _softmax.standardised_rowsT(X, mean, scale),
                 probaT,
-                probaT * scaled,
+                scaled,
                 penalty_scale,
             ),
             hessian @ direction,
@@ -182,10 +182,24 @@ def test_hessian_vector_is_the_hessian_times_the_direction(penalty_scale):
             direction,
             _softmax.standardised_rowsT(X, mean, scale).astype(np.float32),
             probaT.astype(np.float32),
-            (probaT * scaled).astype(np.float32),
+            scaled.astype(np.float32),
             penalty_scale,
         )
         np.testing.assert_allclose(single, hessian @ direction, rtol=1e-4, atol=1e-6)
+
+
+def test_hessian_vector_takes_one_weight_for_rows_alike():
+    X, mean, scale, _, params, probaT, _ = _gate_problem()
+    scaled = np.full(X.shape[0], 1.0 / X.shape[0])
+    hessian = softmax_hessian(X, mean, scale, probaT, scaled, 0.01)
+    direction = np.random.RandomState(2).normal(size=params.size)
+    zT = _softmax.standardised_rowsT(X, mean, scale)
+    np.testing.assert_allclose(
+        _softmax.hessian_vector(direction, zT, probaT, scaled[0], 0.01),
+        hessian @ direction,
+        rtol=1e-10,
+        atol=1e-13,
+    )
 
 
 def test_block_curvature_is_each_experts_diagonal_block(monkeypatch):
