@@ -100,9 +100,11 @@ def fit_linear_regressions(templates, X_parts, y, weights, rows, sample_weight=N
         Finite float64 inputs of each expert (the same array for experts
         that share their columns). Never copied whole.
     y : ndarray of shape (n_samples,) or (n_samples, n_targets)
-    weights : list of K ndarrays of shape (n_samples,) or None
+    weights : list of K ndarrays of shape (n_samples,) or None, or ndarray
         Non-negative row weights of each expert (``None``: all 1), with a
-        positive sum on its rows (times `sample_weight`).
+        positive sum on its rows (times `sample_weight`); or an array of
+        shape (n_samples, K), the experts' weights as columns (EM's
+        responsibilities), whose blocks of rows then need no gathering.
     rows : list of K ndarrays of int or None
         The rows each expert is fitted on; ``None`` for all rows.
     sample_weight : ndarray of shape (n_samples,), default=None
@@ -118,6 +120,7 @@ def fit_linear_regressions(templates, X_parts, y, weights, rows, sample_weight=N
     """
     widths = {X.shape[1] for X in X_parts}
     if len(widths) > 1:  # column groups of different sizes cannot be stacked
+        weights = list(weights.T) if isinstance(weights, np.ndarray) else weights
         return [
             fit_linear_regressions([t], [X], y, [w], [r], sample_weight)[0]
             for t, X, w, r in zip(templates, X_parts, weights, rows, strict=True)
@@ -136,7 +139,8 @@ def weighted_moments(X_parts, targets, weights, rows, fit_intercept, sample_weig
     Parameters
     ----------
     X_parts, weights, rows, sample_weight
-        As for :func:`fit_linear_regressions` (the columns of equal width).
+        As for :func:`fit_linear_regressions` (the columns of equal width;
+        `weights` a list, or an (n_samples, K) array of them as columns).
     targets : ndarray of shape (n_samples, n_targets)
     fit_intercept : ndarray of bool of shape (K,)
         Whether each expert's moments are centred on its weighted mean.
@@ -148,11 +152,14 @@ def weighted_moments(X_parts, targets, weights, rows, fit_intercept, sample_weig
         the columns (features, then targets) about ``mean``, their weighted
         means (zero without an intercept); ``total`` sums the weights.
     """
+    matrix = weights if isinstance(weights, np.ndarray) else None
+    if matrix is not None:
+        weights = list(matrix.T)
     shared = _shares_dense_rows(X_parts, weights, rows, fit_intercept)
     moments = [None] * len(X_parts)
     if shared:
         moments = _shared_normal_equations(
-            X_parts[0], targets, weights, rows, sample_weight
+            X_parts[0], targets, weights, rows, sample_weight, matrix
         )
     return [
         moment
@@ -298,7 +305,7 @@ def _shares_dense_rows(X_parts, weights, rows, fit_intercept):
     return kept > cost * n_samples
 
 
-def _shared_normal_equations(X, targets, weights, rows, sample_weight):
+def _shared_normal_equations(X, targets, weights, rows, sample_weight, matrix=None):
     """Every expert's `_normal_equations` on its rows, formed together.
 
     Per block of rows, the columns (features, then targets) are centred on
@@ -310,6 +317,12 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
     ``|m - c|^2 / variance``. An expert whose columns lose more than
     `_SHARED_MAX_CANCELLATION` that way is left to `_normal_equations`
     (None in its place).
+
+    With `matrix`, the (n, K) array whose columns are `weights`, and every
+    expert on all rows, a block of its rows enters the product as it is
+    (transposed by the matrix product, not copied); the row weights
+    `sample_weight` then weigh the products instead, or the sums when all
+    rows weigh the same.
 
     Returns
     -------
@@ -326,7 +339,9 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
     block_rows = min(max(256, _SHARED_BLOCK_BYTES // (8 * n_sums)), n_samples)
     features = np.empty((n_sums, block_rows))
     features[0] = 1.0
-    block_weights = np.empty((n_experts, block_rows))
+    as_columns = matrix is not None and all(r is None for r in rows)
+    alike = sample_weight is None or bool(np.all(sample_weight == sample_weight[0]))
+    block_weights = None if as_columns else np.empty((n_experts, block_rows))
     sums = np.zeros((n_experts, n_sums))
     for start in range(0, n_samples, block_rows):
         stop = min(start + block_rows, n_samples)
@@ -339,6 +354,13 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
             targets[start:stop].T, centre[n_features:, np.newaxis], out=z[n_features:]
         )
         pair_products(z, features[1 + width :, :m])
+        if as_columns:
+            if not alike:
+                features[:, :m] *= sample_weight[start:stop]
+            sums += matrix[start:stop].T @ features[:, :m].T
+            if not alike:
+                features[0] = 1.0
+            continue
         for k, (w, kept) in enumerate(zip(weights, rows, strict=True)):
             if kept is None:
                 block_weights[k, :m] = w[start:stop]
@@ -350,6 +372,8 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight):
         if sample_weight is not None:
             block_weights[:, :m] *= sample_weight[start:stop]
         sums += block_weights[:, :m] @ features[:, :m].T
+    if as_columns and alike and sample_weight is not None:
+        sums *= sample_weight[0]
     total = sums[:, 0]
     seconds = symmetric_from_pairs(sums[:, 1 + width :], width)
     problems = []

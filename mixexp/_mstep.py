@@ -150,6 +150,10 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
     )
     for group in groups:
         ks = [k for k, _, _ in group]
+        # Every expert at once: their weights are the columns of `resp`.
+        shares = [share for _, share, _ in group]
+        if ks == list(range(resp.shape[1])):
+            shares = resp
         calls.append(
             (
                 _fit_linear_experts,
@@ -158,7 +162,7 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
                     [context.templates[k] for k in ks],
                     [context.X_parts[k] for k in ks],
                     context.y_fit,
-                    [share for _, share, _ in group],
+                    shares,
                     [rows for _, _, rows in group],
                     w,
                 ),

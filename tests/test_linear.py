@@ -189,6 +189,35 @@ def test_experts_formed_together_equal_their_own_passes(n_targets, monkeypatch):
         assert together.rank_ == alone.rank_ == X.shape[1]
 
 
+@pytest.mark.parametrize("alike", [True, False])
+def test_weights_as_columns_of_one_array_give_the_same_fits(alike, monkeypatch):
+    """EM's responsibilities passed whole, (n, K), enter the shared pass
+    without being gathered: the same fits as one weight vector per expert,
+    with row weights that differ or that are all alike."""
+    from mixexp import _linear
+
+    monkeypatch.setattr(_linear, "_SHARED_BLOCK_BYTES", 8 * 300 * 8)  # blocks
+    monkeypatch.setattr(_linear, "_shares_dense_rows", lambda *a: True)
+    X, y, sample_weight = _problem(8, offset=3.0)
+    if alike:
+        sample_weight = np.full(len(X), 0.5)
+    n_experts = 4
+    resp = np.random.RandomState(8).dirichlet(np.ones(n_experts), size=len(X))
+    rows, intercepts = [None] * n_experts, np.ones(n_experts, dtype=bool)
+    targets = y[:, np.newaxis]
+    resp_before = resp.copy()
+    whole = _linear.weighted_moments(
+        [X] * n_experts, targets, resp, rows, intercepts, sample_weight
+    )
+    np.testing.assert_array_equal(resp, resp_before)  # read, never scaled
+    apart = _linear.weighted_moments(
+        [X] * n_experts, targets, list(resp.T), rows, intercepts, sample_weight
+    )
+    for a, b in zip(whole, apart, strict=True):
+        for part_a, part_b in zip(a, b, strict=True):  # scatter, total, mean
+            np.testing.assert_allclose(part_a, part_b, rtol=1e-10, atol=1e-12)
+
+
 def test_an_expert_far_from_the_overall_mean_gets_its_own_pass(monkeypatch):
     """Moments about the overall mean lose digits for an expert whose rows
     lie far from it, relative to their spread: that expert is formed from
