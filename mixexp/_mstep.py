@@ -97,21 +97,31 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
     w = context.sample_weight
     total_weight = w.sum() if train_rows is None else w[train_rows].sum()
     negligible = _NEGLIGIBLE_RESPONSIBILITY * w
+    # Above this share a row counts whatever its (positive) weight: an
+    # expert whose every share is above it keeps all rows, found without a
+    # pass of products and comparisons over them (many overlapping experts).
+    clearly = np.inf
+    if train_rows is None and np.all(w > 0):
+        clearly = _NEGLIGIBLE_RESPONSIBILITY * (1.0 + 1e-12)
     calls, owners, linear = [], [], []
+    substituted = False  # a share not a column of `resp`
     for k, template in enumerate(context.templates):
         share = resp[:, k]
-        weights = w * share
-        rows = np.flatnonzero(weights > negligible)
-        if train_rows is not None:
-            rows = np.intersect1d(rows, train_rows)
-        if rows.size == 0 and previous is not None:
-            continue  # keeps the previous fit (the gate gives it ~0)
-        if rows.size == 0:
-            # No rows even after re-seeding (more experts than distinct
-            # rows): a fit on all rows keeps the expert defined, and the
-            # gate, which learns it explains nothing, gives it ~0.
-            share, weights, rows = np.ones_like(w), w, np.arange(w.shape[0])
-        rows = None if rows.size == w.size else rows
+        if share.min(initial=np.inf) > clearly:
+            rows = None
+        else:
+            rows = np.flatnonzero(w * share > negligible)
+            if train_rows is not None:
+                rows = np.intersect1d(rows, train_rows)
+            if rows.size == 0 and previous is not None:
+                continue  # keeps the previous fit (the gate gives it ~0)
+            if rows.size == 0:
+                # No rows even after re-seeding (more experts than distinct
+                # rows): a fit on all rows keeps the expert defined, and the
+                # gate, which learns it explains nothing, gives it ~0.
+                share, rows = np.ones_like(w), np.arange(w.shape[0])
+                substituted = True
+            rows = None if rows.size == w.size else rows
         params = context.expert_params(k)
         if not params and is_plain_linear_regression(template):
             # The responsibilities (a view), not the weights: the linear
@@ -122,7 +132,7 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
         # fit checked that the weights are uniform for experts that take
         # none.
         weights = (
-            mixture_weights(template, weights, total_weight)
+            mixture_weights(template, w * share, total_weight)
             if context.takes_weights[k]
             else None
         )
@@ -152,7 +162,7 @@ def fit_experts(context, resp, seeds, previous, train_rows=None):
         ks = [k for k, _, _ in group]
         # Every expert at once: their weights are the columns of `resp`.
         shares = [share for _, share, _ in group]
-        if ks == list(range(resp.shape[1])):
+        if ks == list(range(resp.shape[1])) and not substituted:
             shares = resp
         calls.append(
             (

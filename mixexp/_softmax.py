@@ -65,8 +65,22 @@ def softmax_scoresT(coef, X, mean, scale, zT=None, out=None):
 def softmax_log_probaT(coef, X, mean, scale):
     """Log gate probabilities at `coef` (shaped as the parameters), as (K, n)."""
     scores = softmax_scoresT(coef, X, mean, scale)
-    scores -= np.log(exp_floored(scores).sum(axis=0))
+    scores -= _log_sum_exp(scores)
     return scores
+
+
+def _log_sum_exp(scores):
+    """``log sum_k exp(scores)`` for (K, n) `scores`, their exponentials
+    made a block of rows at a time: no (K, n) temporary to allocate."""
+    n_experts, n_samples = scores.shape
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    exps = np.empty((n_experts, block_rows))
+    log_norm = np.empty(n_samples)
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        block = exp_floored(scores[:, start:stop], out=exps[:, : stop - start])
+        np.log(block.sum(axis=0), out=log_norm[start:stop])
+    return log_norm
 
 
 def softmax_evaluation(params, X, mean, scale, n_experts, zT=None, out=None):
