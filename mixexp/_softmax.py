@@ -254,7 +254,11 @@ def softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
         # A sharp gate's tiny probabilities would make the products below
         # run on subnormal numbers, tens of times slower, for terms that
         # count nothing (benchmarks/kernels.py, item 12).
-        weighted[:, :m][probaT[:, start:stop] < _NEGLIGIBLE_PROBABILITY] = 0.0
+        np.multiply(
+            weighted[:, :m],
+            probaT[:, start:stop] >= _NEGLIGIBLE_PROBABILITY,
+            out=weighted[:, :m],
+        )
         q = np.multiply(z[:, np.newaxis, :], weighted[:, :m], out=rows_q[:, :, :m])
         q = q.reshape(size, m)
         outer += q @ q.T
@@ -460,6 +464,7 @@ def block_curvature(zT, probaT, scaled):
     z32 = np.empty((width, block_rows), dtype=np.float32)
     pairs = np.empty((n_pairs, block_rows), dtype=np.float32)
     weights = np.empty((n_experts, block_rows), dtype=np.float32)
+    curvature = np.empty((n_experts, block_rows))
     sums = np.zeros((n_experts, n_pairs))
     for start in range(0, n_samples, block_rows):
         stop = min(start + block_rows, n_samples)
@@ -468,12 +473,14 @@ def block_curvature(zT, probaT, scaled):
         z[:] = zT[:, start:stop]
         pair_products(z, pairs[:, :m])
         p = probaT[:, start:stop]
-        curvature = p * (1.0 - p)
-        curvature *= scaled[start:stop]
+        c = np.subtract(1.0, p, out=curvature[:, :m])
+        c *= p
+        c *= scaled[start:stop]
         # Products with such terms would run on subnormal float32 numbers,
-        # many times slower, for terms that count nothing.
-        curvature[p < _NEGLIGIBLE_PROBABILITY] = 0.0
-        weights[:, :m] = curvature
+        # many times slower, for terms that count nothing. (A product with
+        # the mask: three times faster than assigning through it.)
+        np.multiply(c, p >= _NEGLIGIBLE_PROBABILITY, out=c)
+        weights[:, :m] = c
         sums += weights[:, :m] @ pairs[:, :m].T
     return symmetric_from_pairs(sums, width)
 
@@ -601,7 +608,7 @@ def truncated_newton_direction(
     # Products with such probabilities would fall below float32's smallest
     # normal number and run on subnormal numbers, many times slower, for
     # terms that count nothing.
-    probaT32[probaT32 < _NEGLIGIBLE_PROBABILITY] = 0.0
+    np.multiply(probaT32, probaT32 >= _NEGLIGIBLE_PROBABILITY, out=probaT32)
     row_weights = scaled[0] if np.all(scaled == scaled[0]) else scaled
     row_weights = np.asarray(row_weights, dtype=np.float32)
 

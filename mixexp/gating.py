@@ -826,7 +826,9 @@ class _SoftmaxFit:
             or (self._blocks_age < _BLOCKS_MAX_AGE and self._cg_solved)
         ):
             return kept[1]
-        blocks = _softmax.block_curvature(self._standardised_rowsT(), probaT, scaled)
+        blocks = _softmax.block_curvature(
+            self._standardised_rowsT(np.float32), probaT, scaled
+        )
         self._blocks, self._blocks_age = (flat, blocks), 0
         return blocks
 
