@@ -477,8 +477,10 @@ def block_curvature(zT, probaT, scaled):
         c *= p
         c *= scaled[start:stop]
         # Products with such terms would run on subnormal float32 numbers,
-        # many times slower, for terms that count nothing. (A product with
-        # the mask: three times faster than assigning through it.)
+        # many times slower, for terms that count nothing. A product with
+        # the mask zeroes them several times faster than an assignment
+        # through it where many are tiny, as on a sharp gate, at about 1.5
+        # times its cost where none is (benchmarks/kernels.py, item 13).
         np.multiply(c, p >= _NEGLIGIBLE_PROBABILITY, out=c)
         weights[:, :m] = c
         sums += weights[:, :m] @ pairs[:, :m].T
