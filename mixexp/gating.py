@@ -650,7 +650,11 @@ class _SoftmaxFit:
             ):
                 # A solve that took no step since (its alpha barely moved):
                 # the Hessian there is the one kept.
-                curvature = self._remembered_curvature(penalty_scale)
+                curvature = _softmax.pseudo_inverse_factors(
+                    _softmax.add_penalty(
+                        self._data_hessian, penalty_scale, self.n_experts
+                    )
+                )
             else:
                 curvature = _softmax.pseudo_inverse_factors(
                     self._hessian_at(flat, penalty_scale)

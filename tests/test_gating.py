@@ -673,6 +673,42 @@ def test_a_new_penalty_reuses_the_last_hessian(monkeypatch):
     assert relaxed.n_iter == 1 and calls == []
 
 
+def test_the_evidence_at_the_kept_hessians_point_makes_no_pass(monkeypatch):
+    """A solve that took no step since the last Hessian (alpha="auto"'s
+    rounds once alpha barely moves) re-estimates alpha from the kept one,
+    as it would from a fresh one; and the Hessian at zero, where EM's first
+    M-step starts twice, is made once."""
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(400, 3))
+    targets = rng.dirichlet(np.ones(4), size=400)
+    progress = SoftmaxGate(alpha=1.0)._em_start(X, np.ones(400), 4)
+    progress.improve(targets, exact=True)
+    fresh = SoftmaxGate(alpha=1.0)._em_start(X, np.ones(400), 4)
+    fresh.params, fresh.alpha = progress.params, progress.alpha
+    expected = fresh._evidence_update(fresh=True)
+    calls = []
+    original = _softmax.softmax_hessian
+    monkeypatch.setattr(
+        _softmax,
+        "softmax_hessian",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    progress._hessian_at(progress.params.ravel(), 1.0 / 400)
+    assert len(calls) == 1
+    np.testing.assert_allclose(
+        progress._evidence_update(fresh=True), expected, rtol=1e-10
+    )
+    assert len(calls) == 1  # the kept Hessian served
+    # The fit started from zero: that Hessian is kept, and serves again.
+    at_zero = progress._hessian_at(np.zeros(4 * 4), 1.0 / 400)
+    assert len(calls) == 1
+    uniform = np.full((4, 400), 0.25)
+    expected_hessian = original(
+        X, progress.mean, progress.scale, uniform, np.full(400, 1 / 400), 1.0 / 400
+    )
+    np.testing.assert_allclose(at_zero, expected_hessian, rtol=1e-12, atol=1e-15)
+
+
 # ---------------------------------------------------------------------------
 # alpha="auto": the evidence re-estimate of the penalty
 

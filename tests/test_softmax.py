@@ -188,6 +188,21 @@ def test_hessian_vector_is_the_hessian_times_the_direction(penalty_scale):
         np.testing.assert_allclose(single, hessian @ direction, rtol=1e-4, atol=1e-6)
 
 
+def test_log_probabilities_summed_over_blocks_of_rows(monkeypatch):
+    from scipy.special import log_softmax
+
+    monkeypatch.setattr(_softmax, "_HESSIAN_BLOCK_SIZE", 5 * 300)  # blocks
+    X, mean, scale, _, params, _, _ = _gate_problem()
+    coef = params.reshape(-1, 5)
+    scores = (X - mean) / scale @ coef[1:] + coef[0]
+    np.testing.assert_allclose(
+        _softmax.softmax_log_probaT(coef, X, mean, scale),
+        log_softmax(scores, axis=1).T,
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+
 def test_hessian_vector_takes_one_weight_for_rows_alike():
     X, mean, scale, _, params, probaT, _ = _gate_problem()
     scaled = np.full(X.shape[0], 1.0 / X.shape[0])
