@@ -340,7 +340,11 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight, matrix=No
     features = np.empty((n_sums, block_rows))
     features[0] = 1.0
     as_columns = matrix is not None and all(r is None for r in rows)
-    alike = sample_weight is None or bool(np.all(sample_weight == sample_weight[0]))
+    # With the weights as columns, row weights that are all alike (one
+    # pass to tell) scale the sums once instead of every block's products.
+    alike = as_columns and (
+        sample_weight is None or bool(np.all(sample_weight == sample_weight[0]))
+    )
     block_weights = None if as_columns else np.empty((n_experts, block_rows))
     sums = np.zeros((n_experts, n_sums))
     for start in range(0, n_samples, block_rows):
@@ -372,7 +376,7 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight, matrix=No
         if sample_weight is not None:
             block_weights[:, :m] *= sample_weight[start:stop]
         sums += block_weights[:, :m] @ features[:, :m].T
-    if as_columns and alike and sample_weight is not None:
+    if alike and sample_weight is not None:
         sums *= sample_weight[0]
     total = sums[:, 0]
     seconds = symmetric_from_pairs(sums[:, 1 + width :], width)

@@ -650,15 +650,12 @@ class _SoftmaxFit:
             ):
                 # A solve that took no step since (its alpha barely moved):
                 # the Hessian there is the one kept.
-                curvature = _softmax.pseudo_inverse_factors(
-                    _softmax.add_penalty(
-                        self._data_hessian, penalty_scale, self.n_experts
-                    )
+                hessian = _softmax.add_penalty(
+                    self._data_hessian, penalty_scale, self.n_experts
                 )
             else:
-                curvature = _softmax.pseudo_inverse_factors(
-                    self._hessian_at(flat, penalty_scale)
-                )
+                hessian = self._hessian_at(flat, penalty_scale)
+            curvature = _softmax.pseudo_inverse_factors(hessian)
             if self.reuse:
                 self._curvature, self._curvature_penalty = curvature, penalty_scale
         if curvature[0].size == 0:
