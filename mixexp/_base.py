@@ -62,6 +62,7 @@ from mixexp._chunked import (
     lazy_rows,
     summarise,
 )
+from mixexp._lean import lean_run, runs_lean
 from mixexp._mstep import supports_sample_weight
 from mixexp._online import OnlineBatch, partial_step, step_size, update_kind
 from mixexp._run import EMRun, FitContext, run_em, single_run
@@ -326,8 +327,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             # One seed per initialisation, drawn up front, so that the runs
             # can go in parallel and give the same result as in sequence.
             seeds = rng.randint(MAX_SEED, size=self.n_init)
+            run_function = lean_run if runs_lean(context, gate_template) else single_run
             calls = [
-                (single_run, (context, gate_template, init, seed))
+                (run_function, (context, gate_template, init, seed))
                 for init, seed in enumerate(seeds)
             ]
             best = max(run_calls(calls, self.n_jobs), key=lambda run: run.lower_bound)
@@ -509,7 +511,11 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             y_ndim,
             expert_load=best.expert_load,
             dropped_fraction=best.dropped_fraction,
-            balance=load_balance(np.exp(best.gate._predict_log_proba(context.X_gate))),
+            balance=(
+                load_balance(np.exp(best.gate._predict_log_proba(context.X_gate)))
+                if best.load_balance is None
+                else best.load_balance
+            ),
         )
 
     def _keep(

@@ -50,7 +50,7 @@ from mixexp._likelihood import (
     gamma_dispersion,
     noise_floor_of,
 )
-from mixexp._linear import regressions_from_moments, weighted_moments
+from mixexp._linear import least_squares_from_moments, weighted_moments
 from mixexp._mstep import _NEGLIGIBLE_RESPONSIBILITY
 from mixexp._penalty import expert_priors
 from mixexp._run import Acceleration, accelerable
@@ -997,7 +997,7 @@ class ChunkedResult:
 def _experts_step(setup, targets, state):
     """The experts' M-step and the family's scale, from the sums."""
     if setup.kind == "moments":
-        experts, scale = _least_squares_step(setup, targets, state.specs)
+        experts, scale = _least_squares_step(setup, targets)
     else:
         experts, scale = _newton_step(setup, targets, state)
     family = setup.family
@@ -1009,21 +1009,11 @@ def _experts_step(setup, targets, state):
     return experts, scale, family.penalty(priors, scale)
 
 
-def _least_squares_step(setup, targets, intercepts):
+def _least_squares_step(setup, targets):
     """Least-squares experts solved from their moments, and their residual
     scatter (for the Gaussian scale)."""
     templates = setup.templates
     moments = targets.moments
-    n_targets = setup.data.n_targets
-    scatter, mean = moments.scatter, moments.mean
-    # Without an intercept an expert's moments are about zero.
-    raw = scatter + (~intercepts)[:, np.newaxis, np.newaxis] * (
-        moments.total[:, np.newaxis, np.newaxis]
-        * mean[:, :, np.newaxis]
-        * mean[:, np.newaxis, :]
-    )
-    about = np.where(intercepts[:, np.newaxis], mean, 0.0)
-    kept = [(raw[k], moments.total[k], about[k]) for k in range(len(templates))]
     # Ridge's weights sum to the mixture's total (see _penalty.py): its
     # penalty, against the responsibilities' moments, is alpha W_k / W.
     ridge = np.array(
@@ -1032,18 +1022,13 @@ def _least_squares_step(setup, targets, intercepts):
             for k, t in enumerate(templates)
         ]
     )
-    experts = regressions_from_moments(
-        templates, kept, n_targets, setup.data.y_ndim, ridge
+    experts, residual = least_squares_from_moments(
+        templates,
+        (moments.scatter, moments.total, moments.mean),
+        setup.data.n_targets,
+        setup.data.y_ndim,
+        ridge,
     )
-    residual = np.empty((len(templates), n_targets, n_targets))
-    n_features = raw.shape[1] - n_targets
-    for k, expert in enumerate(experts):
-        coef = np.reshape(expert.coef_, (n_targets, n_features)).T  # (d, m)
-        xx = raw[k, :n_features, :n_features]
-        xy = raw[k, :n_features, n_features:]
-        yy = raw[k, n_features:, n_features:]
-        cross = coef.T @ xy
-        residual[k] = yy - cross - cross.T + coef.T @ xx @ coef
     return experts, (moments.total.copy(), residual)
 
 

@@ -226,6 +226,48 @@ def regressions_from_moments(templates, moments, n_targets, y_ndim, ridge=None):
     return fitted
 
 
+def least_squares_from_moments(templates, moments, n_targets, y_ndim, ridge=None):
+    """Least-squares experts from their moments, and their residual scatter.
+
+    The residual scatter of a linear expert is a quadratic form in the
+    moments it was solved from, ``S_yy - B^T S_xy - S_yx B + B^T S_xx B``
+    about zero: no pass over the rows is needed for the Gaussian family's
+    noise scale.
+
+    Parameters
+    ----------
+    templates, n_targets, y_ndim, ridge
+        As for :func:`regressions_from_moments`.
+    moments : tuple ``(scatter, total, mean)``
+        Each expert's moments stacked: (K, d + m, d + m), (K,) and (K, d + m),
+        about each one's weighted mean (see :func:`weighted_moments`).
+
+    Returns
+    -------
+    experts : list of K fitted estimators
+    residual : ndarray of shape (K, m, m)
+        Each expert's weighted residual scatter (``sum_i w_ik e_i e_i^T``).
+    """
+    scatter, total, mean = moments
+    intercepts = np.array([t.fit_intercept for t in templates])
+    # Without an intercept an expert's moments are about zero.
+    outer = mean[:, :, np.newaxis] * mean[:, np.newaxis, :]
+    raw = scatter + (~intercepts * total)[:, np.newaxis, np.newaxis] * outer
+    about = np.where(intercepts[:, np.newaxis], mean, 0.0)
+    kept = [(raw[k], total[k], about[k]) for k in range(len(templates))]
+    experts = regressions_from_moments(templates, kept, n_targets, y_ndim, ridge)
+    residual = np.empty((len(templates), n_targets, n_targets))
+    n_features = raw.shape[1] - n_targets
+    for k, expert in enumerate(experts):
+        coef = np.reshape(expert.coef_, (n_targets, n_features)).T  # (d, m)
+        xx = raw[k, :n_features, :n_features]
+        xy = raw[k, :n_features, n_features:]
+        yy = raw[k, n_features:, n_features:]
+        cross = coef.T @ xy
+        residual[k] = yy - cross - cross.T + coef.T @ xx @ coef
+    return experts, residual
+
+
 def _normal_equations(X, targets, weights, rows, fit_intercept, sample_weight):
     """Weighted moments of one expert's centred rows (features, targets).
 
@@ -332,13 +374,11 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight, matrix=No
     width = n_features + targets.shape[1]
     n_experts = len(weights)
     rows = [r if r is None or np.all(r[1:] > r[:-1]) else np.unique(r) for r in rows]
-    n_pairs = width * (width + 1) // 2
     overall = sample_weight if sample_weight is not None else np.ones(n_samples)
     centre = np.concatenate([overall @ X, overall @ targets]) / overall.sum()
-    n_sums = 1 + width + n_pairs
+    n_sums = pair_sums_width(width)
     block_rows = min(max(256, _SHARED_BLOCK_BYTES // (8 * n_sums)), n_samples)
     features = np.empty((n_sums, block_rows))
-    features[0] = 1.0
     as_columns = matrix is not None and all(r is None for r in rows)
     # With the weights as columns, row weights that are all alike (one
     # pass to tell) scale the sums once instead of every block's products.
@@ -350,20 +390,13 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight, matrix=No
     for start in range(0, n_samples, block_rows):
         stop = min(start + block_rows, n_samples)
         m = stop - start
-        z = features[1 : 1 + width, :m]
-        np.subtract(
-            X[start:stop].T, centre[:n_features, np.newaxis], out=z[:n_features]
+        block = centred_pair_features(
+            X[start:stop], targets[start:stop], centre, features[:, :m]
         )
-        np.subtract(
-            targets[start:stop].T, centre[n_features:, np.newaxis], out=z[n_features:]
-        )
-        pair_products(z, features[1 + width :, :m])
         if as_columns:
             if not alike:
-                features[:, :m] *= sample_weight[start:stop]
-            sums += matrix[start:stop].T @ features[:, :m].T
-            if not alike:
-                features[0] = 1.0
+                block *= sample_weight[start:stop]
+            sums += matrix[start:stop].T @ block.T
             continue
         for k, (w, kept) in enumerate(zip(weights, rows, strict=True)):
             if kept is None:
@@ -375,9 +408,65 @@ def _shared_normal_equations(X, targets, weights, rows, sample_weight, matrix=No
             block_weights[k, kept[lo:hi] - start] = w[kept[lo:hi]]
         if sample_weight is not None:
             block_weights[:, :m] *= sample_weight[start:stop]
-        sums += block_weights[:, :m] @ features[:, :m].T
+        sums += block_weights[:, :m] @ block.T
     if alike and sample_weight is not None:
         sums *= sample_weight[0]
+    return moments_from_pair_sums(sums, width, centre)
+
+
+def pair_sums_width(width):
+    """Rows of `centred_pair_features` for `width` columns: the constant,
+    the columns and their products."""
+    return 1 + width + width * (width + 1) // 2
+
+
+def centred_pair_features(X, targets, centre, out):
+    """A block's rows ``[1, c, c_a c_b (a <= b)]`` as columns, into `out`.
+
+    ``c`` are the columns (features, then targets) less `centre`. One
+    matrix product of the experts' (K, rows) weights with them sums every
+    expert's weight, first and second moments about `centre` at once
+    (`moments_from_pair_sums` turns the sums into moments).
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, d)
+    targets : ndarray of shape (m, t)
+    centre : ndarray of shape (d + t,)
+    out : ndarray of shape (`pair_sums_width` (d + t), m)
+
+    Returns
+    -------
+    out
+    """
+    n_features, width = X.shape[1], X.shape[1] + targets.shape[1]
+    out[0] = 1.0
+    z = out[1 : 1 + width]
+    np.subtract(X.T, centre[:n_features, np.newaxis], out=z[:n_features])
+    np.subtract(targets.T, centre[n_features:, np.newaxis], out=z[n_features:])
+    pair_products(z, out[1 + width :])
+    return out
+
+
+def moments_from_pair_sums(sums, width, centre):
+    """Each expert's moments from its sums over `centred_pair_features`.
+
+    The Gram matrix about the expert's own mean follows as ``S2 - W m m^T``:
+    exact in exact arithmetic, with a cancellation that grows as ``|m -
+    centre|^2 / variance``. An expert whose columns would lose more than
+    `_SHARED_MAX_CANCELLATION` that way, or that has no weight, gets None
+    (its moments need a pass of their own, `_normal_equations`).
+
+    Parameters
+    ----------
+    sums : ndarray of shape (K, `pair_sums_width` (width))
+    width : int
+    centre : ndarray of shape (width,)
+
+    Returns
+    -------
+    list of K tuples ``(scatter, total, mean)`` (see `weighted_moments`) or None
+    """
     total = sums[:, 0]
     seconds = symmetric_from_pairs(sums[:, 1 + width :], width)
     problems = []

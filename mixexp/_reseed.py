@@ -31,8 +31,14 @@ def starving_experts(resp, sample_weight, n_reseeds, min_expert_load):
     ndarray of int
         Their indices, in increasing order.
     """
-    shares = expert_shares(resp, sample_weight)
-    below = collapsed(shares, resp.shape[0])
+    return starving_of_shares(
+        expert_shares(resp, sample_weight), resp.shape[0], n_reseeds, min_expert_load
+    )
+
+
+def starving_of_shares(shares, n_samples, n_reseeds, min_expert_load):
+    """`starving_experts` from the experts' shares of the row weight."""
+    below = collapsed(shares, n_samples)
     if min_expert_load is not None:
         below |= shares < min_expert_load
     return np.flatnonzero(below & (n_reseeds < MAX_RESEEDS_PER_EXPERT))

@@ -111,6 +111,9 @@ class EMRun:
     converged: bool = False
     n_reseeds: np.ndarray = None
     reseeded_at: int = -1
+    # routing.load_balance of the fitted gate on the training rows, when
+    # the run measured it (else the estimator does, from the gate).
+    load_balance: float = None
 
     @property
     def lower_bound(self):

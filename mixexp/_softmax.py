@@ -183,6 +183,132 @@ def softmax_objective(
     return loss, grad.ravel()
 
 
+class SummedEvaluation:
+    """The gate's loss terms that do not depend on the targets, summed over
+    blocks of rows, its probabilities kept in single precision.
+
+    Against soft targets ``T`` whose rows sum to one the cross-entropy is
+    ``sum_i s_i lse_i - sum_ik s_i T_ik z_ik``, with ``lse_i = log sum_k
+    exp(z_ik)``; the second term is linear in the parameters,
+    ``<params, Z^T S T>``, so that the targets enter a fit only through that
+    (d + 1, K) matrix (`summed_softmax_objective`). Blocks of rows added in
+    turn (`add`) sum the first term and its gradient ``Z^T S P`` (`result`);
+    no (K, n) array is made in double precision. The E-step of a fit that
+    keeps no (n, K) array adds its blocks here too: the next M-step's first
+    evaluation is then known.
+
+    Parameters
+    ----------
+    params : ndarray of shape ((n_features + 1) * n_experts,)
+    mean, scale : ndarray of shape (n_features,)
+    scaled : ndarray of shape (n_samples,)
+        Row weights divided by their total.
+    probaT32 : ndarray of shape (n_experts, n_samples), float32
+        Receives the gate probabilities, those below
+        `_NEGLIGIBLE_PROBABILITY` set to zero, for the products with the
+        Hessian (`truncated_newton_direction`, `block_curvature`).
+    gradient : bool, default=True
+    block_rows : int, default=None
+        The most rows a block will have (default: all).
+    """
+
+    def __init__(
+        self, params, mean, scale, scaled, probaT32, gradient=True, block_rows=None
+    ):
+        n_experts, n_samples = probaT32.shape
+        coef = params.reshape(-1, n_experts)
+        self.raw = np.ascontiguousarray((coef[1:] / scale[:, np.newaxis]).T)
+        self.offset = (coef[0] - mean @ self.raw.T)[:, np.newaxis]
+        self.mean, self.scale = mean, scale
+        self.scaled, self.probaT32 = scaled, probaT32
+        block_rows = n_samples if block_rows is None else block_rows
+        self.scores = np.empty((n_experts, block_rows))
+        self.exps = np.empty((n_experts, block_rows))
+        self.log_norm_sum = 0.0
+        self.grad = np.zeros_like(coef) if gradient else None
+
+    def add(self, block, X):
+        """Add the rows `block` (a slice), whose inputs are `X`; return their
+        log gate probabilities, (K, m), valid until the next block."""
+        m = X.shape[0]
+        scores = np.matmul(self.raw, X.T, out=self.scores[:, :m])
+        scores += self.offset
+        top = scores.max(axis=0)
+        scores -= top
+        probaT = exp_floored(scores, out=self.exps[:, :m])
+        norm = probaT.sum(axis=0)
+        probaT /= norm
+        log_norm = np.log(norm)
+        s = self.scaled[block]
+        self.log_norm_sum += float(s @ (log_norm + top))
+        kept = self.probaT32[:, block]
+        kept[:] = probaT
+        if probaT.min() < _NEGLIGIBLE_PROBABILITY:
+            np.multiply(kept, kept >= _NEGLIGIBLE_PROBABILITY, out=kept)
+        if self.grad is not None:
+            self.grad[0] += probaT @ s
+            self.grad[1:] += (X.T * s) @ probaT.T
+        scores -= log_norm
+        return scores
+
+    def result(self):
+        """``(sum_i s_i lse_i, Z^T S P)``, the gradient on the standardised
+        rows ``z_i = [1, (x_i - mean) / scale]`` (None without it)."""
+        grad = self.grad
+        if grad is not None:
+            grad = grad.copy()
+            grad[1:] = (grad[1:] - np.outer(self.mean, grad[0])) / self.scale[
+                :, np.newaxis
+            ]
+        return self.log_norm_sum, grad
+
+
+def summed_softmax_evaluation(params, X, mean, scale, scaled, probaT32, gradient=True):
+    """`SummedEvaluation` over all the rows of `X`, a block at a time."""
+    n_samples = X.shape[0]
+    n_experts = probaT32.shape[0]
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    evaluation = SummedEvaluation(
+        params, mean, scale, scaled, probaT32, gradient, block_rows
+    )
+    for start in range(0, n_samples, block_rows):
+        block = slice(start, min(start + block_rows, n_samples))
+        evaluation.add(block, X[block])
+    return evaluation.result()
+
+
+def summed_softmax_objective(params, evaluation, target_sums, penalty_scale):
+    """`softmax_objective` from a `summed_softmax_evaluation` and the
+    targets' sums ``Z^T S T`` (shaped as the parameters).
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of shape (params.size,) or None
+    """
+    log_norm_sum, grad = evaluation
+    coef = params.reshape(target_sums.shape)
+    loss = log_norm_sum - float(np.sum(coef * target_sums))
+    loss += 0.5 * penalty_scale * float(np.sum(coef[1:] ** 2))
+    if grad is None:
+        return loss, None
+    grad = grad - target_sums
+    grad[1:] += penalty_scale * coef[1:]
+    return loss, grad.ravel()
+
+
+def standardised_rowsT32(X, mean, scale):
+    """`standardised_rowsT` in single precision, made a block of rows at a
+    time (the double-precision rows are never held whole)."""
+    n_samples, n_features = X.shape
+    zT = np.empty((n_features + 1, n_samples), dtype=np.float32)
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // (n_features + 1)), n_samples)
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        zT[:, start:stop] = standardised_rowsT(X[start:stop], mean, scale)
+    return zT
+
+
 def softmax_probaT(params, X, mean, scale, n_experts):
     """Gate probabilities at `params`, as an (n_experts, n_samples) array."""
     scores = softmax_scoresT(params.reshape(-1, n_experts), X, mean, scale)
@@ -601,16 +727,22 @@ def truncated_newton_direction(
     products or at relative residual `rtol`. Started from zero, every
     iterate of conjugate gradients is a descent direction (Steihaug 1983),
     so a truncated solve still lowers the objective along it.
+
+    `probaT` in single precision is taken as it is, its negligible
+    probabilities already zero (`summed_softmax_evaluation` keeps it so):
+    no (K, n) copy is made.
     """
     shape = (grad.size, grad.size)
     # Single precision: the products guide the solve, the line search that
     # follows checks the step on the exact objective.
     zT32 = zT if zT.dtype == np.float32 else zT.astype(np.float32)
-    probaT32 = probaT.astype(np.float32)
-    # Products with such probabilities would fall below float32's smallest
-    # normal number and run on subnormal numbers, many times slower, for
-    # terms that count nothing.
-    np.multiply(probaT32, probaT32 >= _NEGLIGIBLE_PROBABILITY, out=probaT32)
+    probaT32 = probaT
+    if probaT.dtype != np.float32:
+        probaT32 = probaT.astype(np.float32)
+        # Products with such probabilities would fall below float32's
+        # smallest normal number and run on subnormal numbers, many times
+        # slower, for terms that count nothing.
+        np.multiply(probaT32, probaT32 >= _NEGLIGIBLE_PROBABILITY, out=probaT32)
     row_weights = scaled[0] if np.all(scaled == scaled[0]) else scaled
     row_weights = np.asarray(row_weights, dtype=np.float32)
 

@@ -141,8 +141,29 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
     """
     rng = check_random_state(random_state)
     n_samples = X.shape[0]
-    if isinstance(partition, str) and partition == "random":
+    kind, value = initial_partition(X, partition, n_experts, sample_weight, rng)
+    if kind == "random":
         return rng.dirichlet(np.ones(n_experts), size=n_samples)
+    if kind == "proba":
+        return value
+    resp = np.zeros((n_samples, n_experts))
+    resp[np.arange(n_samples), value] = 1.0
+    return resp
+
+
+def initial_partition(X, partition, n_experts, sample_weight, rng):
+    """What `initial_responsibilities` builds its rows from.
+
+    Returns ``("random", None)`` for ``partition="random"``, whose rows
+    are then drawn from `rng` (a RandomState, not yet drawn from);
+    ``("proba", proba)``, (n_samples, n_experts), for a clusterer's
+    probabilities; ``("labels", labels)``, (n_samples,) ints in ``[0,
+    n_experts)``, for clusters. `rng` is drawn from as
+    `initial_responsibilities` draws from it.
+    """
+    n_samples = X.shape[0]
+    if isinstance(partition, str) and partition == "random":
+        return "random", None
     Xs = StandardScaler().fit_transform(X, sample_weight=sample_weight)
     seed = rng.randint(np.iinfo(np.int32).max)
     if isinstance(partition, str):
@@ -190,7 +211,7 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
                     f"shape {proba.shape}; expected (n_samples, n_experts)="
                     f"{(n_samples, n_experts)}."
                 )
-            return proba
+            return "proba", proba
         labels = np.asarray(clusterer.fit_predict(Xs, **fit_kwargs))
     found, labels = np.unique(labels, return_inverse=True)
     if found.shape[0] > n_experts or (not sized and found.shape[0] != n_experts):
@@ -199,9 +220,7 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
             f"clusters but n_experts={n_experts}: use a clusterer whose number "
             "of clusters can be set (n_clusters or n_components)."
         )
-    resp = np.zeros((n_samples, n_experts))
-    resp[np.arange(n_samples), labels] = 1.0
-    return resp
+    return "labels", labels
 
 
 def resolve_feature_groups(feature_groups, n_features, feature_names):
