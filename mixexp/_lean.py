@@ -60,9 +60,12 @@ from mixexp.partition import initial_partition
 __all__ = ["lean_run", "runs_lean"]
 
 # A fit that can run lean does from this many bytes of (n, K)
-# responsibilities in double precision: the size from which the in-memory
-# loop's (n, K) arrays cost more than the lean one's passes (see
-# benchmarks/scale.py --lean-rule).
+# responsibilities in double precision (n K >= 2^20). benchmarks/scale.py
+# --lean-rule times fits of 10 iterations both ways, d = 20: from this size
+# the lean run took 0.77 to 1.01 times as long (100,000 rows and 16 to 64
+# experts, 30,000 and 64), below it 0.97 to 1.29 times (10,000 to 100,000
+# rows, 4 to 64 experts); on 30,000 rows and more its peak memory was 2.1
+# to 4.7 times X, the in-memory run's 2.3 to 14.8.
 _LEAN_MIN_RESPONSIBILITY_BYTES = 2**23
 
 # Entries (experts x rows) of one block of the E-step: its (K, rows) arrays
@@ -217,7 +220,7 @@ class Rows:
         n_sums = pair_sums_width(X.shape[1] + y.shape[1])
         n_experts = len(context.templates)
         block_rows = min(
-            max(256, _BLOCK_ENTRIES // n_experts, 1),
+            max(256, _BLOCK_ENTRIES // n_experts),
             max(256, _PAIR_BLOCK_BYTES // (8 * n_sums)),
             n_samples,
         )
