@@ -51,8 +51,14 @@ from mixexp._linear import (
     weighted_moments,
 )
 from mixexp._penalty import expert_priors
-from mixexp._reseed import reseed, starving_of_shares
-from mixexp._run import Acceleration, EMRun, _accelerates, _checkpoint
+from mixexp._reseed import starving_of_shares
+from mixexp._run import (
+    Acceleration,
+    EMRun,
+    _accelerates,
+    _checkpoint,
+    _reseed_starving,
+)
 from mixexp._utils import single_threaded_blas
 from mixexp.gating import SoftmaxGate, _SoftmaxFit
 from mixexp.partition import initial_partition
@@ -512,19 +518,7 @@ def _lean_run(context, gate_template, init, seed):
     gate = LeanSoftmaxFit(gate_template, context.X_gate, w, n_experts)
     rows = Rows.of(context, gate)
     run = EMRun(gate=gate, n_reseeds=np.zeros(n_experts, dtype=int))
-    # No seeds are drawn for the experts: plain LinearRegression takes none.
-    start = Start.of(context, rng)
-    summer = _Summer(rows, n_experts)
-    for block in rows.blocks():
-        summer.add(block, start.block(block))
-    sums = summer.sums(lambda ks: _own_moments(rows, start.columns(ks)))
-    del summer  # its buffers
-    starving = _starving(context, run, rows, sums)
-    if starving.size:
-        resp = _reseeded(context, run, rows, start.whole(), None, starving)
-        sums = responsibility_sums(rows, resp)
-        del resp
-    del start
+    sums = _start_sums(context, run, rows, rng)
     accelerated = None
     if _accelerates(context, run):
         accelerated = Acceleration.of_context(context)
@@ -566,7 +560,7 @@ def _lean_run(context, gate_template, init, seed):
         starving = _starving(context, run, rows, sums)
         if starving.size:
             resp, log_prob = responsibilities(rows, Point.of(gate, experts, scale))
-            resp = _reseeded(context, run, rows, resp, log_prob, starving)
+            resp = _reseed_starving(context, run, resp, log_prob, starving)
             sums = responsibility_sums(rows, resp)
             del resp, log_prob
             if accelerated is not None:
@@ -595,6 +589,21 @@ def _lean_run(context, gate_template, init, seed):
     return run
 
 
+def _start_sums(context, run, rows, rng):
+    """The `Sums` of the initial partition, its starving experts re-seeded."""
+    # No seeds are drawn for the experts: plain LinearRegression takes none.
+    initial = Start.of(context, rng)
+    summer = _Summer(rows, len(context.templates))
+    for block in rows.blocks():
+        summer.add(block, initial.block(block))
+    sums = summer.sums(lambda ks: _own_moments(rows, initial.columns(ks)))
+    starving = _starving(context, run, rows, sums)
+    if starving.size:
+        resp = _reseed_starving(context, run, initial.whole(), None, starving)
+        sums = responsibility_sums(rows, resp)
+    return sums
+
+
 def _soften(resp, purity=0.8):
     """``_em.soften`` in place: the (n, K) start is not copied."""
     n_experts = resp.shape[1]
@@ -613,28 +622,6 @@ def _starving(context, run, rows, sums):
         run.n_reseeds,
         context.min_expert_load,
     )
-
-
-def _reseeded(context, run, rows, resp, log_prob, starving=None):
-    """`resp` with the starving experts re-seeded (see ``_reseed.py``)."""
-    if starving is None:
-        shares = context.sample_weight @ resp / rows.total
-        starving = starving_of_shares(
-            shares, resp.shape[0], run.n_reseeds, context.min_expert_load
-        )
-    if starving.size == 0:
-        return resp
-    run.reseeded_at = run.n_iter
-    resp, reseeded = reseed(
-        resp,
-        starving,
-        log_prob,
-        context.X_filled,
-        context.sample_weight,
-        context.min_expert_load,
-    )
-    run.n_reseeds[reseeded] += 1
-    return resp
 
 
 def _experts_step(context, sums, previous):

@@ -479,11 +479,13 @@ def _checkpoint(progress, context):
     return None
 
 
-def _reseed_starving(context, run, resp, log_prob):
-    """`resp` with the starved experts re-seeded (see ``_reseed.py``)."""
-    starving = starving_experts(
-        resp, context.sample_weight, run.n_reseeds, context.min_expert_load
-    )
+def _reseed_starving(context, run, resp, log_prob, starving=None):
+    """`resp` with the starved experts (`starving`, or those
+    `starving_experts` finds) re-seeded (see ``_reseed.py``)."""
+    if starving is None:
+        starving = starving_experts(
+            resp, context.sample_weight, run.n_reseeds, context.min_expert_load
+        )
     if starving.size == 0:
         return resp
     run.reseeded_at = run.n_iter
