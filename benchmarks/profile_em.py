@@ -16,8 +16,13 @@ on ``make_regimes`` data of 200,000 x 20, and splits its time into:
 
 The split uses the time of each function *as called from the EM loop*
 (``run_em``), so a helper also used outside the loop is not double counted.
-It then lists the functions with the most own time, and the calls under the
-experts' fits.
+A fit that runs on sums (``_lean.lean_run``, large n K) has no (n, K)
+arrays to pass between these parts: its E-step pass (``e_step_sums``) also
+sums the experts' moments, counted with the expert fits (``_Summer.add``),
+and evaluates the gate for its next M-step, counted with the E-step
+(``block_posterior``); the trials at SQUAREM's jumps
+(``log_likelihood_at``) are E-steps. It then lists the functions with the
+most own time, and the calls under the experts' fits.
 
 Run from the repository root::
 
@@ -59,6 +64,17 @@ CATEGORIES = {
     "posterior": "E-step",
     "mean_log_likelihood": "E-step",
     "fit_scale": "noise variances (M-step)",
+}
+# The same parts in a fit that runs on sums (mixexp/_lean.py): functions
+# called from its loop, and from its passes over the rows.
+LEAN_CATEGORIES = {
+    "_experts_step": "expert fits (M-step)",
+    "improve": "gate fits (M-step)",
+    "log_likelihood_at": "E-step",
+}
+LEAN_PASS_CATEGORIES = {
+    "add": "expert fits (M-step)",  # _Summer.add: the experts' and gate's sums
+    "block_posterior": "E-step",
 }
 ORDER = [
     "expert fits (M-step)",
@@ -124,16 +140,25 @@ def main(argv=None):
     stats = pstats.Stats(profiler)
     total = cumulative(stats, "fit", "mixexp")
     em = cumulative(stats, "run_em", "mixexp")
+    lean = cumulative(stats, "_lean_run", "mixexp/_lean")
+    em += lean
     partition = cumulative(stats, "initial_responsibilities", "mixexp")
+    if lean:
+        partition = cumulative(stats, "initial_partition", "mixexp")
+        partition += cumulative(stats, "block", "mixexp/_lean")  # Start.block
 
     shares = dict.fromkeys(ORDER, 0.0)
-    for key, seconds in callees_of(stats, "run_em", "mixexp").items():
-        name = key[2]
-        category = CATEGORIES.get(name)
-        if "mixexp" not in key[0]:
-            category = None
-        if category is not None:
-            shares[category] += seconds
+    callers = [("run_em", "mixexp/_run", CATEGORIES)]
+    callers += [
+        ("_lean_run", "mixexp/_lean", LEAN_CATEGORIES),
+        ("e_step_sums", "mixexp/_lean", LEAN_PASS_CATEGORIES),
+        ("_start_sums", "mixexp/_lean", {"add": "expert fits (M-step)"}),
+    ]
+    for caller, file_part, categories in callers:
+        for key, seconds in callees_of(stats, caller, file_part).items():
+            category = categories.get(key[2])
+            if category is not None and "mixexp" in key[0]:
+                shares[category] += seconds
     shares["initial partition"] = partition
     shares["other"] = total - sum(shares.values())
 
@@ -141,7 +166,7 @@ def main(argv=None):
         f"\nOne fit: {args.n_samples} x {args.n_features}, K={args.n_experts}: "
         f"{wall:.2f} s wall ({total:.2f} s under the profiler in fit), "
         f"{model.n_iter_} EM iterations, converged={model.converged_}, EM loop "
-        f"{em:.2f} s"
+        f"{em:.2f} s" + (" (the run on sums, mixexp/_lean.py)" if lean else "")
     )
     rows = [
         [part, f"{shares[part]:.3f}", f"{100 * shares[part] / total:.1f}%"]
@@ -195,6 +220,13 @@ def main(argv=None):
         f"n_regimes={args.n_experts}, n_features={args.n_features}, noise=0.5, "
         f"random_state=0)`: {wall:.2f} s wall, {model.n_iter_} EM iterations, "
         f"converged={model.converged_}."
+        + (
+            " The fit ran on sums over blocks of rows (`mixexp/_lean.py`): "
+            "its E-step pass also sums the experts' moments (counted with "
+            "the expert fits) and evaluates the gate (with the E-step)."
+            if lean
+            else ""
+        )
         + (f" BLAS limited to {args.threads} thread(s)." if args.threads else "")
         + " "
         + meter.text(),
