@@ -140,7 +140,7 @@ def main(argv=None):
     stats = pstats.Stats(profiler)
     total = cumulative(stats, "fit", "mixexp")
     em = cumulative(stats, "run_em", "mixexp")
-    lean = cumulative(stats, "_lean_run", "mixexp/_lean")
+    lean = cumulative(stats, "lean_run", "mixexp/_lean")
     em += lean
     partition = cumulative(stats, "initial_responsibilities", "mixexp")
     if lean:
@@ -150,7 +150,7 @@ def main(argv=None):
     shares = dict.fromkeys(ORDER, 0.0)
     callers = [("run_em", "mixexp/_run", CATEGORIES)]
     callers += [
-        ("_lean_run", "mixexp/_lean", LEAN_CATEGORIES),
+        ("lean_run", "mixexp/_lean", LEAN_CATEGORIES),
         ("e_step_sums", "mixexp/_lean", LEAN_PASS_CATEGORIES),
         ("_start_sums", "mixexp/_lean", {"add": "expert fits (M-step)"}),
     ]

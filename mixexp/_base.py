@@ -327,9 +327,9 @@ class _BaseMixtureOfExperts(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta
             # One seed per initialisation, drawn up front, so that the runs
             # can go in parallel and give the same result as in sequence.
             seeds = rng.randint(MAX_SEED, size=self.n_init)
-            run_function = lean_run if runs_lean(context, gate_template) else single_run
+            body = lean_run if runs_lean(context, gate_template) else None
             calls = [
-                (run_function, (context, gate_template, init, seed))
+                (single_run, (context, gate_template, init, seed, body))
                 for init, seed in enumerate(seeds)
             ]
             best = max(run_calls(calls, self.n_jobs), key=lambda run: run.lower_bound)

@@ -59,7 +59,6 @@ from mixexp._run import (
     _checkpoint,
     _reseed_starving,
 )
-from mixexp._utils import single_threaded_blas
 from mixexp.gating import SoftmaxGate, _SoftmaxFit
 from mixexp.partition import initial_partition
 
@@ -502,12 +501,8 @@ class Start:
 
 
 def lean_run(context, gate_template, init, seed):
-    """One EM run from a fresh initial partition, as ``_run.single_run``."""
-    with single_threaded_blas.kept():
-        return _lean_run(context, gate_template, init, seed)
-
-
-def _lean_run(context, gate_template, init, seed):
+    """One EM run from a fresh initial partition, on sums (the `body` of
+    ``_run.single_run``)."""
     if context.verbose:
         print(f"Initialization {init}")
     rng = np.random.RandomState(seed)

@@ -120,10 +120,14 @@ class EMRun:
         return self.history[-1] if self.history else -np.inf
 
 
-def single_run(context, gate_template, init, seed):
-    """One EM run from a fresh initial partition (runs in a worker)."""
+def single_run(context, gate_template, init, seed, body=None):
+    """One EM run from a fresh initial partition (runs in a worker).
+
+    `body(context, gate_template, init, seed)` runs it: by default the run
+    of this module, or the run on sums (``_lean.lean_run``).
+    """
     with single_threaded_blas.kept():
-        return _single_run(context, gate_template, init, seed)
+        return (body or _single_run)(context, gate_template, init, seed)
 
 
 def _single_run(context, gate_template, init, seed):
