@@ -304,3 +304,22 @@ def test_clusterer_partition_reaches_the_lean_start(monkeypatch):
     memory = _fit(monkeypatch, False, X, y, **params)
     lean = _fit(monkeypatch, True, X, y, **params)
     _assert_same_model(memory, lean, X, rtol=1e-6)
+
+
+def test_lean_restarts_in_parallel_are_the_in_memory_restarts(monkeypatch):
+    X, y = _regimes()
+    params = {"n_experts": 3, "n_init": 3, "n_jobs": 2, "partition": "random"}
+    memory = _fit(monkeypatch, False, X, y, **params)
+    lean = _fit(monkeypatch, True, X, y, **params)
+    _assert_same_model(memory, lean, X, rtol=1e-6)
+
+
+def test_a_warm_start_continues_a_lean_fit(monkeypatch):
+    X, y = _regimes()
+    model = _fit(monkeypatch, True, X, y, n_experts=3, max_iter=5, warm_start=True)
+    first = model.lower_bound_
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    assert model.lower_bound_ >= first - 1e-9
+    assert np.all(np.isfinite(model.predict(X)))
