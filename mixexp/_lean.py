@@ -13,10 +13,10 @@ needs the responsibilities ``R`` only through sums over the rows:
 
 So the E-step runs a block of rows at a time, and each block's
 responsibilities are summed into those statistics and dropped: no (n, K)
-array outlives a block. The gate keeps its probabilities in single
-precision for the products with its Hessian, as the in-memory truncated
-steps use them (``4 K`` bytes a row, the largest memory of a fit), and
-standardises the rows for those products a block at a time.
+array outlives a block. The gate keeps its probabilities and the
+standardised rows in single precision for the products with its Hessian,
+as the in-memory truncated steps use them: ``4 (K + d + 1)`` bytes a row,
+the largest memory of a fit.
 
 The steps are ``_run.run_em``'s (gate, experts, scales, SQUAREM, re-seeds),
 taken from the same quantities summed in another order, with two
@@ -117,9 +117,7 @@ class LeanSoftmaxFit(_SoftmaxFit):
     The solver is ``_SoftmaxFit``'s (its Newton or truncated Newton steps,
     kept curvature and evidence updates); an evaluation is a pass over
     blocks of rows (``_softmax.SummedEvaluation``) that keeps only the
-    probabilities, in single precision, for the Hessian's products, which
-    read the standardised rows a block at a time
-    (``_softmax.StandardisedRowsT32``). Its
+    probabilities, in single precision, for the Hessian's products. Its
     targets are the (d + 1, K) sums (`Sums.gate`), not (n, K)
     responsibilities. The E-step's pass evaluates the gate where the next
     M-step starts (`remember`).
@@ -177,8 +175,8 @@ class LeanSoftmaxFit(_SoftmaxFit):
         return self._probaT32
 
     def _standardised_rowsT(self, dtype=np.float32):
-        if self._zT32 is None:  # made when read, a block at a time
-            self._zT32 = _softmax.StandardisedRowsT32(self.X, self.mean, self.scale)
+        if self._zT32 is None:
+            self._zT32 = _softmax.standardised_rowsT32(self.X, self.mean, self.scale)
         return self._zT32
 
 

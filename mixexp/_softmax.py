@@ -297,27 +297,16 @@ def summed_softmax_objective(params, evaluation, target_sums, penalty_scale):
     return loss, grad.ravel()
 
 
-class StandardisedRowsT32:
+def standardised_rowsT32(X, mean, scale):
     """`standardised_rowsT` in single precision, made a block of rows at a
-    time whenever a block is read: ``rows[:, start:stop]``.
-
-    Stands in for the (d + 1, n) array where the products with the Hessian
-    read it (`hessian_vector`, `block_curvature`), so that no copy of the
-    rows is held; each block equals the array's to the bit. Standardising
-    a block costs a few passes over (d + 1) x rows, beside the products'
-    K (d + 1) x rows.
-    """
-
-    dtype = np.dtype(np.float32)
-
-    def __init__(self, X, mean, scale):
-        self.X, self.mean, self.scale = X, mean, scale
-        self.shape = (X.shape[1] + 1, X.shape[0])
-
-    def __getitem__(self, index):
-        _, rows = index
-        block = standardised_rowsT(self.X[rows], self.mean, self.scale)
-        return block.astype(np.float32)
+    time (the double-precision rows are never held whole)."""
+    n_samples, n_features = X.shape
+    zT = np.empty((n_features + 1, n_samples), dtype=np.float32)
+    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // (n_features + 1)), n_samples)
+    for start in range(0, n_samples, block_rows):
+        stop = min(start + block_rows, n_samples)
+        zT[:, start:stop] = standardised_rowsT(X[start:stop], mean, scale)
+    return zT
 
 
 def softmax_probaT(params, X, mean, scale, n_experts):
