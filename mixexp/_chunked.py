@@ -387,8 +387,7 @@ class ClusterStart:
 
     def responsibilities(self, X, y, index):
         labels = _nearest(self.centres, (X - self.mean) / self.scale)
-        resp = np.zeros((X.shape[0], self.centres.shape[0]))
-        resp[np.arange(X.shape[0]), labels] = 1.0
+        resp = _em.one_hot(labels, self.centres.shape[0])
         return np.asfortranarray(_em.soften(resp)), None
 
 

@@ -77,7 +77,7 @@ def expert_shares(resp, sample_weight):
     return sample_weight @ resp / sample_weight.sum()
 
 
-def soften(resp, purity=0.8):
+def soften(resp, purity=0.8, out=None):
     """Pull responsibilities towards uniform so no row is exactly hard.
 
     A one-hot row keeps ``purity`` of its weight on its own component and
@@ -91,6 +91,8 @@ def soften(resp, purity=0.8):
     resp : ndarray of shape (n, K)
         Rows sum to 1.
     purity : float in (1 / K, 1]
+    out : ndarray of shape (n, K), default=None
+        Receives the result (may be `resp` itself: no (n, K) copy).
 
     Returns
     -------
@@ -98,10 +100,22 @@ def soften(resp, purity=0.8):
         Rows sum to 1.
     """
     n_components = resp.shape[1]
+    if out is None:
+        out = np.empty_like(resp)
     if n_components == 1:
-        return np.ones_like(resp)
+        out[:] = 1.0
+        return out
     spread = (1.0 - purity) / (n_components - 1)
-    return (purity - spread) * resp + spread
+    np.multiply(resp, purity - spread, out=out)
+    out += spread
+    return out
+
+
+def one_hot(labels, n_components):
+    """Responsibilities of one component per row: ``labels`` (n,) as (n, K)."""
+    hard = np.zeros((labels.shape[0], n_components))
+    hard[np.arange(labels.shape[0]), labels] = 1.0
+    return hard
 
 
 def harden(resp):

@@ -40,11 +40,10 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from mixexp import _em, _softmax
-from mixexp._convergence import objective_converged, objective_plateaued
+from mixexp._convergence import objective_converged
 from mixexp._likelihood import _LOG_2PI
 from mixexp._linear import (
     centred_pair_features,
-    is_plain_linear_regression,
     least_squares_from_moments,
     moments_from_pair_sums,
     pair_sums_width,
@@ -58,6 +57,10 @@ from mixexp._run import (
     _accelerates,
     _checkpoint,
     _reseed_starving,
+    linear_gaussian,
+    plain_soft_em,
+    report_end,
+    report_iteration,
 )
 from mixexp.gating import SoftmaxGate, _SoftmaxFit
 from mixexp.partition import initial_partition
@@ -91,18 +94,11 @@ def runs_lean(context, gate_template):
     `_LEAN_MIN_RESPONSIBILITY_BYTES` in double precision.
     """
     n_samples, n_experts = context.X.shape[0], len(context.templates)
-    family = context.likelihood
     return (
         isinstance(gate_template, SoftmaxGate)
-        and context.training == "em"
-        and context.splits is None
-        and context.capacity_factor is None
-        and context.y_fit.ndim == 1
-        and family.name == "gaussian"
-        and family.covariance_type in ("diag", "spherical")
+        and plain_soft_em(context)
+        and linear_gaussian(context.templates, context.likelihood)
         and all(X is context.X_parts[0] for X in context.X_parts)
-        and all(is_plain_linear_regression(t) for t in context.templates)
-        and all(not context.expert_params(k) for k in range(n_experts))
         and 8 * n_samples * n_experts >= _LEAN_MIN_RESPONSIBILITY_BYTES
     )
 
@@ -447,7 +443,7 @@ class Start:
             self.rng = np.random.RandomState()
             self.rng.set_state(state)
         if kind == "proba":
-            _soften(value)
+            _em.soften(value, out=value)
 
     @classmethod
     def of(cls, context, rng):
@@ -471,11 +467,9 @@ class Start:
         if self.kind == "random":
             m = block.stop - block.start
             resp = self.rng.dirichlet(np.ones(self.n_experts), size=m)
-            return _em.soften(resp).T
-        labels = self.value[block]
-        hard = np.zeros((labels.shape[0], self.n_experts))
-        hard[np.arange(labels.shape[0]), labels] = 1.0
-        return _em.soften(hard).T
+            return _em.soften(resp, out=resp).T
+        hard = _em.one_hot(self.value[block], self.n_experts)
+        return _em.soften(hard, out=hard).T
 
     def whole(self):
         """All rows, (n, K): for a re-seed at the start (rare)."""
@@ -485,10 +479,9 @@ class Start:
             rng = np.random.RandomState()
             rng.set_state(self.state)
             draws = rng.dirichlet(np.ones(self.n_experts), size=self.n_samples)
-            return _em.soften(draws)
-        hard = np.zeros((self.n_samples, self.n_experts))
-        hard[np.arange(self.n_samples), self.value] = 1.0
-        return _em.soften(hard)
+            return _em.soften(draws, out=draws)
+        hard = _em.one_hot(self.value, self.n_experts)
+        return _em.soften(hard, out=hard)
 
     def columns(self, ks):
         """The responsibility columns `ks`, (n,) each."""
@@ -546,12 +539,7 @@ def lean_run(context, gate_template, init, seed):
         run.experts, run.scale, run.n_iter = experts, scale, n_iter
         run.expert_load, run.dropped_fraction = load, 0.0
         if context.verbose >= 2:
-            change = np.nan if previous is None else objective - previous
-            lapse = time.perf_counter() - start
-            print(
-                f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t "
-                f"objective change {change:.5g}"
-            )
+            report_iteration(n_iter, start, objective, previous)
         starving = _starving(context, run, rows, sums)
         if starving.size:
             resp, log_prob = responsibilities(rows, Point.of(gate, experts, scale))
@@ -561,26 +549,17 @@ def lean_run(context, gate_template, init, seed):
             if accelerated is not None:
                 # The next M-step is not EM's step from the last point.
                 accelerated.squarem.restart()
-        run.converged = run.reseeded_at != n_iter and (
-            objective_converged(objective, previous, context.tol)
-            or (
-                expert_penalty is None
-                and objective_plateaued(
-                    run.history[max(run.reseeded_at, 0) :], context.tol
-                )
-            )
+        # Least-squares experts' penalty is known (zero): EM is exact and
+        # its objective settles, with no plateau rule as in ``run_em``.
+        run.converged = run.reseeded_at != n_iter and objective_converged(
+            objective, previous, context.tol
         )
         if run.converged:
             break
     run.gate, run.checkpoint = gate.fitted(), _checkpoint(gate, context)
     run.load_balance = gate_load_balance(run.gate, context.X_gate, rows.block_rows)
     if context.verbose:
-        state = "converged" if run.converged else "did not converge"
-        lapse = time.perf_counter() - start
-        print(
-            f"Initialization {state}. time lapse {lapse:.5f}s\t "
-            f"objective {run.lower_bound:.5f}"
-        )
+        report_end(run, start)
     return run
 
 
@@ -597,17 +576,6 @@ def _start_sums(context, run, rows, rng):
         resp = _reseed_starving(context, run, initial.whole(), None, starving)
         sums = responsibility_sums(rows, resp)
     return sums
-
-
-def _soften(resp, purity=0.8):
-    """``_em.soften`` in place: the (n, K) start is not copied."""
-    n_experts = resp.shape[1]
-    if n_experts == 1:
-        resp[:] = 1.0
-        return
-    spread = (1.0 - purity) / (n_experts - 1)
-    resp *= purity - spread
-    resp += spread
 
 
 def _starving(context, run, rows, sums):
@@ -654,7 +622,7 @@ def _experts_step(context, sums, previous):
 
 
 def _objective(rows, gate, log_likelihood, expert_penalty):
-    penalty = gate.penalty + (expert_penalty or 0.0)
+    penalty = gate.penalty + expert_penalty
     return (log_likelihood - penalty) / rows.total
 
 

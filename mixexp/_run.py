@@ -240,12 +240,7 @@ def run_em(context, run, rng):
         run.experts, run.scale, run.n_iter = experts, scale, n_iter
         run.expert_load, run.dropped_fraction = load
         if context.verbose >= 2:
-            change = np.nan if previous is None else objective - previous
-            lapse = time.perf_counter() - start
-            print(
-                f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t "
-                f"objective change {change:.5g}"
-            )
+            report_iteration(n_iter, start, objective, previous)
         if context.training == "fixed":
             run.converged = True
             break
@@ -300,13 +295,28 @@ def run_em(context, run, rng):
         run.expert_load, run.dropped_fraction = best.expert_load, best.dropped_fraction
         run.n_iter, run.history = best.n_iter, best.history
     if context.verbose:
-        state = "converged" if run.converged else "did not converge"
-        lapse = time.perf_counter() - start
-        print(
-            f"Initialization {state}. time lapse {lapse:.5f}s\t "
-            f"objective {run.lower_bound:.5f}"
-        )
+        report_end(run, start)
     return run
+
+
+def report_iteration(n_iter, start, objective, previous):
+    """The line ``verbose >= 2`` prints at the end of an iteration."""
+    change = np.nan if previous is None else objective - previous
+    lapse = time.perf_counter() - start
+    print(
+        f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t "
+        f"objective change {change:.5g}"
+    )
+
+
+def report_end(run, start):
+    """The line ``verbose`` prints at the end of a run."""
+    state = "converged" if run.converged else "did not converge"
+    lapse = time.perf_counter() - start
+    print(
+        f"Initialization {state}. time lapse {lapse:.5f}s\t "
+        f"objective {run.lower_bound:.5f}"
+    )
 
 
 def _accelerates(context, run):
@@ -318,15 +328,31 @@ def _accelerates(context, run):
     neither out-of-fold E-steps nor a capacity; and only with a gate of
     `_ACCELERATE_MIN_GATE_PARAMETERS` or more.
     """
+    return plain_soft_em(context) and accelerable(
+        context.templates, context.likelihood, run.gate, context.X_gate.shape[1]
+    )
+
+
+def plain_soft_em(context):
+    """Soft EM of single-target experts, without out-of-fold E-steps, a
+    capacity or expert fit parameters (see `_accelerates` and
+    ``_lean.runs_lean``)."""
     return (
         context.training == "em"
         and context.splits is None
         and context.capacity_factor is None
         and context.y_fit.ndim == 1  # one target: each coef_ of shape (d,)
         and all(not context.expert_params(k) for k in range(len(context.templates)))
-        and accelerable(
-            context.templates, context.likelihood, run.gate, context.X_gate.shape[1]
-        )
+    )
+
+
+def linear_gaussian(templates, family):
+    """Plain LinearRegression experts with Gaussian noise of one variance
+    each: their M-step and scales follow from weighted moments."""
+    return (
+        family.name == "gaussian"
+        and family.covariance_type in ("diag", "spherical")
+        and all(is_plain_linear_regression(template) for template in templates)
     )
 
 
@@ -335,10 +361,8 @@ def accelerable(templates, family, gate, n_gate_features):
     experts, family and gate (see `_accelerates`)."""
     return (
         (n_gate_features + 1) * len(templates) >= _ACCELERATE_MIN_GATE_PARAMETERS
-        and family.name == "gaussian"
-        and family.covariance_type in ("diag", "spherical")
         and hasattr(gate, "move_to")
-        and all(is_plain_linear_regression(template) for template in templates)
+        and linear_gaussian(templates, family)
     )
 
 

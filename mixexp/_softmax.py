@@ -43,6 +43,12 @@ _HESSIAN_SAMPLE_ROWS = 20_000
 _NEGLIGIBLE_PROBABILITY = 1e-20
 
 
+def _block_rows(width, n_samples):
+    """Rows of a block whose (width, rows) arrays hold about
+    `_HESSIAN_BLOCK_SIZE` entries (at least 256 rows, at most all)."""
+    return min(max(256, _HESSIAN_BLOCK_SIZE // width), n_samples)
+
+
 def softmax_scoresT(coef, X, mean, scale, zT=None, out=None):
     """Linear scores of each expert, less each row's largest, as (K, n).
 
@@ -73,7 +79,7 @@ def _log_sum_exp(scores):
     """``log sum_k exp(scores)`` for (K, n) `scores`, their exponentials
     made a block of rows at a time: no (K, n) temporary to allocate."""
     n_experts, n_samples = scores.shape
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    block_rows = _block_rows(n_experts, n_samples)
     exps = np.empty((n_experts, block_rows))
     log_norm = np.empty(n_samples)
     for start in range(0, n_samples, block_rows):
@@ -165,7 +171,7 @@ def softmax_objective(
         return loss, None
     # Summed over blocks of rows: no (K, n) array of residuals is allocated.
     n_samples, n_experts = X.shape[0], targetsT.shape[0]
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    block_rows = _block_rows(n_experts, n_samples)
     residual = np.empty((n_experts, block_rows))
     grad = np.zeros_like(coef)
     for start in range(0, n_samples, block_rows):
@@ -267,7 +273,7 @@ def summed_softmax_evaluation(params, X, mean, scale, scaled, probaT32, gradient
     """`SummedEvaluation` over all the rows of `X`, a block at a time."""
     n_samples = X.shape[0]
     n_experts = probaT32.shape[0]
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    block_rows = _block_rows(n_experts, n_samples)
     evaluation = SummedEvaluation(
         params, mean, scale, scaled, probaT32, gradient, block_rows
     )
@@ -302,7 +308,7 @@ def standardised_rowsT32(X, mean, scale):
     time (the double-precision rows are never held whole)."""
     n_samples, n_features = X.shape
     zT = np.empty((n_features + 1, n_samples), dtype=np.float32)
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // (n_features + 1)), n_samples)
+    block_rows = _block_rows(n_features + 1, n_samples)
     for start in range(0, n_samples, block_rows):
         stop = min(start + block_rows, n_samples)
         zT[:, start:stop] = standardised_rowsT(X[start:stop], mean, scale)
@@ -363,7 +369,7 @@ def softmax_hessian(X, mean, scale, probaT, scaled, penalty_scale):
     width = n_features + 1
     size = width * n_experts
     # Blocks of rows, transposed: every pass runs along contiguous memory.
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // size), n_samples)
+    block_rows = _block_rows(size, n_samples)
     outer = np.zeros((size, size))  # ordered (feature, expert) as the params
     zT = np.empty((width, block_rows))
     zT[0] = 1.0
@@ -586,7 +592,7 @@ def block_curvature(zT, probaT, scaled):
     width, n_samples = zT.shape
     n_experts = probaT.shape[0]
     n_pairs = width * (width + 1) // 2
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_pairs), n_samples)
+    block_rows = _block_rows(n_pairs, n_samples)
     z32 = np.empty((width, block_rows), dtype=np.float32)
     pairs = np.empty((n_pairs, block_rows), dtype=np.float32)
     weights = np.empty((n_experts, block_rows), dtype=np.float32)
@@ -694,7 +700,7 @@ def hessian_vector(direction, zT, probaT, scaled, penalty_scale):
     n_experts = probaT.shape[0]
     step = direction.reshape(width, n_experts)
     stepT = np.ascontiguousarray(step.T, dtype=zT.dtype)
-    block_rows = min(max(256, _HESSIAN_BLOCK_SIZE // n_experts), n_samples)
+    block_rows = _block_rows(n_experts, n_samples)
     change = np.empty((n_experts, block_rows), dtype=zT.dtype)
     alike = np.ndim(scaled) == 0
     weighted = None if alike else np.empty((width, block_rows), dtype=zT.dtype)

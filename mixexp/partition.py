@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import has_fit_parameter
 
+from mixexp._em import one_hot
 from mixexp._utils import single_threaded_blas
 
 __all__ = ["check_partition", "initial_responsibilities", "resolve_feature_groups"]
@@ -146,9 +147,7 @@ def initial_responsibilities(X, partition, n_experts, sample_weight, random_stat
         return rng.dirichlet(np.ones(n_experts), size=n_samples)
     if kind == "proba":
         return value
-    resp = np.zeros((n_samples, n_experts))
-    resp[np.arange(n_samples), value] = 1.0
-    return resp
+    return one_hot(value, n_experts)
 
 
 def initial_partition(X, partition, n_experts, sample_weight, rng):
